@@ -4,6 +4,7 @@ analyses (profile, fit, compare, check, diff) build on it; nothing here imports 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -387,7 +388,7 @@ def trace_loaded(
     # would read another thread's stand-ins in the model's tables, and its generators and
     # warning filters are the process's.
     most = _most_ops(loaded)
-    with PATCHING_TORCH, torch.inference_mode(False):
+    with PATCHING_TORCH, _out_of_inference_mode():
         try:
             # A meta trace runs the forward's CPU draws for real (a stochastic depth's
             # `torch.rand(1).item()`): from the caller's generator, left as it was, seeded so
@@ -441,6 +442,14 @@ def _real_trace(
         f" its forward cannot run on the meta device ({reason})"
     )
     return graph, str(device)
+
+
+def _out_of_inference_mode() -> contextlib.AbstractContextManager:
+    """Out of the caller's inference mode, where it is in one; else nothing changed. Entering
+    `inference_mode(False)` turns grad mode on whatever it was: inside a forward an outer trace
+    runs below autograd's keys, that took an inner analysis's set-up for one that wants autograd's
+    graph, and traced the outer forward again."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
 
 
 def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_on: str = "meta") -> Report:

@@ -430,8 +430,9 @@ def flop_counter(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def meta_forward(model: torch.nn.Module, x: torch.Tensor, mode: TorchDispatchMode) -> None:
-    # Batch norm and attention reach the same operators as in archprof's trace.
-    with torch.no_grad(), mode, DeviceKernels():
+    # Batch norm and attention reach the same operators as in archprof's trace; with the kernels
+    # an inference trace registers (below_autograd), not the autograd ones a floor has no use for.
+    with torch.no_grad(), mode, DeviceKernels(below_autograd=True):
         model(x)
 
 
@@ -506,7 +507,7 @@ def bench_analysis_floor() -> AnalysisFloor:
 
 
 def _kernels_in_and_out() -> None:
-    with DeviceKernels():
+    with DeviceKernels(below_autograd=True):  # what an inference trace on meta registers
         pass
 
 
