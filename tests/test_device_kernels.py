@@ -34,14 +34,18 @@ def _torch_as_it_is() -> dict:
     }
 
 
+def _stands_in(operator: str, key: str) -> bool:
+    """Whether archprof's kernel stands in for `operator`'s kernel of `key` now."""
+    return f"{key}: registered at {kernels.__file__}" in torch._C._dispatch_dump_table(operator)
+
+
 def test_every_kernel_stands_in_while_active_and_is_pytorchs_again_after():
     """Each (operator, key) registered names archprof's kernels in the operator's table while
     active (so the comparison after can fail), and each table reads as before afterwards."""
     before = _torch_as_it_is()
     with DeviceKernels():
         for name, key, _ in kernels._DISPATCHER_KERNELS:
-            table = torch._C._dispatch_dump_table(f"aten::{name}")
-            assert f"{key.name}: registered at {kernels.__file__}" in table, (name, key)
+            assert _stands_in(f"aten::{name}", key.name), (name, key)
         assert _torch_as_it_is() != before
     assert _torch_as_it_is() == before
 
@@ -78,11 +82,6 @@ def test_a_registration_that_fails_on_entry_changes_nothing(monkeypatch):
     with pytest.raises(RuntimeError, match="NoSuchKey"):
         DeviceKernels().__enter__()
     assert _torch_as_it_is() == before
-
-
-def _stands_in(operator: str, key: str) -> bool:
-    """Whether archprof's kernel stands in for `operator`'s kernel of `key` now."""
-    return f"{key}: registered at {kernels.__file__}" in torch._C._dispatch_dump_table(operator)
 
 
 def test_an_inference_trace_on_meta_registers_no_autograd_kernel():

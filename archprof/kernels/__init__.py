@@ -402,6 +402,9 @@ def _noted_as_the_users_copy(function: Callable) -> Callable:
     return call
 
 
+# The autograd kernels of composite operators, by operator name ("ctc_loss.IntList").
+_COMPOSITES_KERNELS = {**VALUES_ONLY, **ONE_CPU_OPERATOR}
+
 # The kernels `DeviceKernels` registers on the process's dispatcher while active: (aten
 # operator, dispatch key, kernel). Keys as torch's enum, not their names: pybind11 converts a
 # name to the enum only after failing to take it for one, four tenths of each registration.
@@ -415,16 +418,16 @@ _DISPATCHER_KERNELS = (
     *[(name.removeprefix("aten."), DispatchKey.AutogradMeta, kernel) for name, kernel in WHOLE_ON_META.items()],
     *[
         (name, key, kernel)
-        for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()
+        for name, kernel in _COMPOSITES_KERNELS.items()
         for key in (DispatchKey.AutogradMeta, DispatchKey.AutogradCPU)
     ],
     *_BELOW_AUTOGRAD_KERNELS,
 )
 
-# The autograd kernels of composite operators, by operator overload: what the trace's recorder
-# runs for such an operator where it reaches the recorder whole, autograd's keys skipped (a
-# forward run below them, an inference mode), as the autograd key on a CPU would run it.
-AUTOGRAD_KERNELS = {aten_overload(name): kernel for name, kernel in {**VALUES_ONLY, **ONE_CPU_OPERATOR}.items()}
+# The same by operator overload: what the trace's recorder runs for such an operator where it
+# reaches the recorder whole, autograd's keys skipped (a forward run below them, an inference
+# mode), as the autograd key on a CPU would run it.
+AUTOGRAD_KERNELS = {aten_overload(name): kernel for name, kernel in _COMPOSITES_KERNELS.items()}
 
 
 def _registered(kernels) -> Any:
