@@ -66,11 +66,12 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
     seen_buffers: set[int] = set()
     tied = shared = False
-    deepest_found = 0
+    deepest_found = 1
     to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
     while to_visit:
         path, module, depth = to_visit.pop()
-        deepest_found = max(deepest_found, depth - 1)
+        if depth > deepest_found:
+            deepest_found = depth
         if module in seen:  # `named_modules()`'s memo: a module reached under two names is listed once
             shared = True
             continue
@@ -81,10 +82,13 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
             tied |= _listed(module._parameters, prefix, False, parameters, seen_parameters)
         if module._buffers:
             tied |= _listed(module._buffers, prefix, True, buffers, seen_buffers)
-        if module._modules:
-            children = [(name, child) for name, child in module._modules.items() if child is not None]
+        children = module._modules
+        if children:
             _check_children(path, children, depth, deepest)
-            to_visit += [(prefix + name, child, depth + 1) for name, child in reversed(children)]  # the first on top
+            # The first on top.
+            to_visit += [
+                (prefix + name, child, depth + 1) for name, child in reversed(children.items()) if child is not None
+            ]
     types = {path: type_name(module) for path, module in modules}
     aliases: dict[str, str] = {}
     paths: dict[int, tuple[str, ...]] = {}
@@ -101,7 +105,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         {module: module.training for _, module in modules},
         aliases,
         paths,
-        deepest_found,
+        deepest_found - 1,
     )
 
 
@@ -169,14 +173,21 @@ def _listed(table: dict, prefix: str, is_buffer: bool, found: list, seen: set[in
     return tied
 
 
-def _check_children(path: str, children: list[tuple[str, torch.nn.Module]], depth: int, deepest: int) -> None:
-    """Refuse the children of the module at `path` (`walked`): past `deepest` levels, or named
-    as torch's add_module refuses (set straight into `_modules`): with a '.', empty, or not a string."""
+def _check_children(path: str, table: dict[str, torch.nn.Module | None], depth: int, deepest: int) -> None:
+    """Refuse the children of the module at `path` (`walked`; `table`: its `_modules`): past
+    `deepest` levels, or named as torch's add_module refuses (set straight into `_modules`):
+    with a '.', empty, or not a string."""
     if depth >= deepest:
         raise ArchprofError(
             f"the model nests its modules too deeply to walk (past Python's recursion limit, {sys.getrecursionlimit()}"
             " levels)"
         )
+    # Every name a non-empty string without a '.', asked at C speed (a join refuses any other
+    # kind of name): nearly always so, and then no child needs looking at.
+    with suppress(TypeError):
+        if "" not in table and "." not in "".join(table.keys()):
+            return
+    children = [(name, child) for name, child in table.items() if child is not None]
     where = f"module '{path}'" if path else "the model"
     unnamed = [name for name, _ in children if not isinstance(name, str) or not name]
     if unnamed:
