@@ -44,31 +44,41 @@ def attach_hooks(
     A forward that raises closes its call, which returned nothing, and the recorder notes
     where it raised, for the error to say (`Recorder.left_by_a_raise`): a model that catches it
     goes on in its own call. So does a hook of the module's own that raises (`closing`)."""
-    originals, handles = [], []
+    restore, handles = _Restore([], []), []
+    class_shortcuts: dict[type, Shortcut | None] = {}  # asked once per class: most repeat
     for path, module in modules:
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
             continue
-        own_forward = module.__dict__.get("forward")
-        originals.append((module, own_forward))
-        post_hook = not module._forward_hooks
-        if not post_hook:
+        state = module.__dict__
+        own_forward = state.get("forward")
+        if own_forward is None:
+            restore.plain.append(state)
+        else:
+            restore.own.append((state, own_forward))
+        pre_hooks, hooks = module._forward_pre_hooks, module._forward_hooks
+        if hooks:
             handles.append(module.register_forward_hook(recorder.post_hook))
         # A forward of the module's own runs: the recorded forward hides it from `reaches_as_defined`.
-        shortcut = class_shortcut(type(module)) if shortcuts and own_forward is None else None
+        shortcut = None
+        if shortcuts and own_forward is None:
+            cls = type(module)
+            if cls not in class_shortcuts:
+                class_shortcuts[cls] = class_shortcut(cls)
+            shortcut = class_shortcuts[cls]
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
         named = paths.get(id(module), path)
         forward = _RecordedForward(
-            module, named, module_types[path], module.forward, post_hook, recorder, shortcut, watched
+            module, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
         )
-        if module._forward_pre_hooks:
+        if pre_hooks:
             forward.entered_by_hook = True
             handles.append(module.register_forward_pre_hook(forward.enter, prepend=True, with_kwargs=True))
-        if module._forward_pre_hooks or module._forward_hooks:  # hooks of its own, which may raise
+        if pre_hooks or hooks:  # hooks of its own, which may raise
             forward.depths = []
             handles.append(module.register_forward_hook(forward.closing, always_call=True))
-        module.__dict__["forward"] = forward
-    return [_Restore(originals), *handles]
+        state["forward"] = forward
+    return [restore, *handles]
 
 
 def model_called(
@@ -194,13 +204,15 @@ class _RecordedForward:
 
 @dataclass(frozen=True)
 class _Restore:
-    """Removes the recorded forwards: each module's own instance attribute back, if it had one."""
+    """Removes the recorded forwards: each module's own instance attribute back, if it had one.
+    `plain`: the attribute dicts of the modules without one (nearly all); `own`: the others',
+    each with its forward."""
 
-    originals: list[tuple[torch.nn.Module, Callable | None]]
+    plain: list[dict]
+    own: list[tuple[dict, Callable]]
 
     def remove(self) -> None:
-        for module, forward in self.originals:
-            if forward is None:
-                module.__dict__.pop("forward", None)
-            else:
-                module.__dict__["forward"] = forward
+        for state in self.plain:
+            state.pop("forward", None)
+        for state, forward in self.own:
+            state["forward"] = forward
