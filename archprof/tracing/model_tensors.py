@@ -38,13 +38,14 @@ def own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder)
     """The model's own parameters and buffers (`named`: name, tensor, is a buffer),
     registered by name (no stand-ins)."""
     parameters: list[ParameterInfo] = []
-    seen: set[int] = set()
+    seen: set[int] = set()  # a tensor that is a parameter and a buffer too, under another name
+    register = recorder.register  # looked up once: a method a tensor, hundreds a model
     for name, tensor, is_buffer in named:
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        meta = recorder.register(tensor, "buffer" if is_buffer else "parameter", name)
-        parameters.append(_parameter_info(meta, tensor, is_buffer))
+        key = id(tensor)
+        if key not in seen:
+            seen.add(key)
+            meta = register(tensor, "buffer" if is_buffer else "parameter", name)
+            parameters.append(_parameter_info(meta, tensor, is_buffer))
     return None, parameters
 
 
