@@ -89,7 +89,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
             to_visit += [
                 (prefix + name, child, depth + 1) for name, child in reversed(children.items()) if child is not None
             ]
-    types = {path: type_name(module) for path, module in modules}
+    types = _type_names(modules)
     aliases: dict[str, str] = {}
     paths: dict[int, tuple[str, ...]] = {}
     if shared:
@@ -107,6 +107,20 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         paths,
         deepest_found - 1,
     )
+
+
+def _type_names(modules: list[tuple[str, torch.nn.Module]]) -> dict[str, str]:
+    """Each module's `type_name`, by path. Its class's name but for a module labelled by
+    archprof.load or a ScriptModule, whose class is asked once: `isinstance` through
+    ScriptModule's metaclass costs about what the rest of `type_name` does."""
+    scripted: dict[type, bool] = {}  # class -> whether it is a ScriptModule's
+    names: dict[str, str] = {}
+    for path, module in modules:
+        cls = type(module)
+        if cls not in scripted:
+            scripted[cls] = issubclass(cls, torch.jit.ScriptModule)
+        names[path] = type_name(module) if scripted[cls] or "_archprof_type" in module.__dict__ else cls.__name__
+    return names
 
 
 def modules_from_a_stack(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, int]]:

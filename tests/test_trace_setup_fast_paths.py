@@ -1,0 +1,66 @@
+"""The trace's set-up answers the common case at C speed or once per class, and takes the full
+road in the rare one: the walk's type names (a label archprof.load gives, a ScriptModule's
+original class), its check of the children's names, the forwards' restore. The oracles: the
+full road itself (`type_name` asked of each module) and torch's own `add_module`."""
+
+import pytest
+import torch
+from torch import nn
+
+from archprof.errors import ArchprofError
+from archprof.tracing.module_calls import attach_hooks
+from archprof.tracing.module_tree import type_name, walked
+from archprof.tracing.recorder import Recorder
+
+
+class _Labelled(nn.Module):
+    def __init__(self, label):
+        super().__init__()
+        self._archprof_type = label
+        self.conv = nn.Conv2d(3, 3, 1)
+
+
+def _model() -> nn.Module:
+    scripted = torch.jit.script(nn.Sequential(nn.ReLU()))  # a RecursiveScriptModule of original class Sequential
+    return nn.Sequential(nn.Conv2d(3, 3, 1), _Labelled("Exported"), _Labelled(3), scripted, _Labelled("Other"))
+
+
+def test_the_walks_type_names_are_type_name_asked_of_each_module():
+    tree = walked(_model())
+    assert tree.types == {path: type_name(module) for path, module in tree.modules}
+    # The rare cases, each a name its class's would not give.
+    assert [tree.types[path] for path in ("1", "2", "3", "4")] == ["Exported", "_Labelled", "Sequential", "Other"]
+
+
+class _Named(nn.Module):
+    def __init__(self, name, child):
+        super().__init__()
+        self._modules[name] = child
+
+
+@pytest.mark.parametrize("name", ["a.b", "", 3, b"b"], ids=["dotted", "empty", "a number", "bytes"])
+def test_a_child_named_as_add_module_refuses_is_refused_by_the_walk(name):
+    with pytest.raises((KeyError, TypeError)):
+        nn.Module().add_module(name, nn.ReLU())
+    with pytest.raises(ArchprofError, match="submodule named"):
+        walked(_Named(name, nn.ReLU()))
+
+
+def test_a_dotted_name_without_a_child_is_walked_as_named_modules_walks_it():
+    """A None child is no module: named_modules() skips it, whatever its name."""
+    model = _Named("a.b", None)
+    model.add_module("c", nn.ReLU())
+    assert [path for path, _ in walked(model).modules] == [path for path, _ in model.named_modules()]
+
+
+def test_removing_the_recorded_forwards_leaves_each_module_its_own_forward():
+    own = nn.ReLU()
+    own.forward = lambda x: x + 1  # an instance attribute of the user's
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), own)
+    tree = walked(model)
+    handles = attach_hooks(tree.modules, tree.types, tree.paths, Recorder(), shortcuts=True, replays=None)
+    assert all("forward" in module.__dict__ for path, module in tree.modules if path)
+    for handle in handles:
+        handle.remove()
+    assert "forward" not in model[0].__dict__
+    assert model[1].forward(torch.zeros(1)).item() == 1
