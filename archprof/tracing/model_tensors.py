@@ -18,6 +18,10 @@ from archprof.meta import is_uninitialised
 from archprof.tracing.meta_outputs import empty_meta
 from archprof.tracing.recorder import Recorder
 
+# The classes of nearly every parameter and buffer, neither a lazy layer's uninitialised one:
+# asked first, as cheaply as a set's lookup (`is_uninitialised` is a call and an isinstance).
+_PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
+
 
 def stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> bool:
     """Whether the model's own tensors can be traced as they are: all on meta already (a
@@ -28,7 +32,7 @@ def stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) ->
     return all(
         tensor.is_meta
         and not tensor.is_inference()
-        and not is_uninitialised(tensor)
+        and (type(tensor) in _PLAIN_TENSORS or not is_uninitialised(tensor))
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors
     )
