@@ -11,6 +11,7 @@ from archprof.errors import ArchprofError
 from archprof.tracing.module_calls import attach_hooks
 from archprof.tracing.module_tree import type_name, walked
 from archprof.tracing.recorder import Recorder
+from archprof.tracing.trace import trace
 
 
 class _Labelled(nn.Module):
@@ -64,3 +65,37 @@ def test_removing_the_recorded_forwards_leaves_each_module_its_own_forward():
         handle.remove()
     assert "forward" not in model[0].__dict__
     assert model[1].forward(torch.zeros(1)).item() == 1
+
+
+_WRITTEN = []  # outside the module: the trace puts its attributes back
+
+
+class _NotesItsFlags(nn.ReLU):
+    """A module whose class has a `__setattr__` of its own: its flag is written through it."""
+
+    def __setattr__(self, name, value):
+        if name == "training":
+            _WRITTEN.append(value)
+        super().__setattr__(name, value)
+
+
+class _FlipsAMode(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        self.norm.train()  # put back after the trace
+        return self.norm(x)
+
+
+def test_the_modes_are_set_and_put_back_each_through_its_classs_own_setattr_where_it_has_one():
+    noting, flipping = _NotesItsFlags(), _FlipsAMode()
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), noting, flipping).train()
+    _WRITTEN.clear()
+    trace(model, [(1, 3, 4, 4)])  # in evaluation mode, every flag written directly but `noting`'s
+    assert _WRITTEN == [False, True]
+    assert all(module.training for module in model.modules())
+    model.eval()
+    trace(model, [(1, 3, 4, 4)])  # the forward's own train() on the norm, put back
+    assert not any(module.training for module in model.modules())

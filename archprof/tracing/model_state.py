@@ -1,12 +1,14 @@
 """What a trace changes of the model it runs, and puts back after: its modules' parameter,
 buffer and submodule tables (the stand-ins swapped in: `swap_in`, `put_back`), their
-`training` flags (`set_mode`, `set_flag`; `in_traced_mode` for a real run to match) and
+`training` flags (`set_mode`, `modes_put_back`; `in_traced_mode` for a real run to match) and
 their plain attributes (`Attributes`).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,17 +134,26 @@ def in_traced_mode(model: torch.nn.Module, training: bool) -> torch.nn.Module:
 def set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:
     """`model.train(training)`, writing each module's flag directly where no module has a
     `train` of its own (which may keep some modules as they were: frozen norms)."""
-    if any(type(module).train is not torch.nn.Module.train for module in modes):
+    train = torch.nn.Module.train  # read once: each read looks up torch's `nn`, then its `Module`
+    if any(cls.train is not train for cls in set(map(type, modes))):  # each class once: most repeat
         model.train(training)
         return
-    for module in modes:
-        set_flag(module, training)
+    _set_flags(zip(modes, itertools.repeat(training)))
 
 
-def set_flag(module: torch.nn.Module, training: bool) -> None:
-    # nn.Module.__setattr__ looks through parameters, buffers and submodules first: a
-    # tenth of a small network's trace, for a plain attribute.
-    if type(module).__setattr__ is torch.nn.Module.__setattr__:
-        module.__dict__["training"] = training
-    else:
-        module.training = training
+def modes_put_back(modes: dict[torch.nn.Module, bool]) -> None:
+    """Each module's `training` flag as `modes` holds it, where the trace or its forward changed it
+    (each asked once the module before it is put back, which its own `__setattr__` may reach)."""
+    _set_flags((module, training) for module, training in modes.items() if module.training != training)
+
+
+def _set_flags(flags: Iterable[tuple[torch.nn.Module, bool]]) -> None:
+    """Each module's `training` flag written, directly into its attributes where its class
+    keeps nn.Module's `__setattr__`, which looks through parameters, buffers and submodules
+    first: a tenth of a small network's trace, for a plain attribute."""
+    module_setattr = torch.nn.Module.__setattr__  # read once, as `train` above
+    for module, training in flags:
+        if type(module).__setattr__ is module_setattr:
+            module.__dict__["training"] = training
+        else:
+            module.training = training

@@ -35,7 +35,7 @@ from archprof.recursion import recursion_room
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.autocast_regions import autocast_regions, cpu_region_refused
-from archprof.tracing.model_state import Attributes, put_back, set_flag, set_mode, swap_in, tables
+from archprof.tracing.model_state import Attributes, modes_put_back, put_back, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
     dtypes_after_cast,
@@ -334,9 +334,7 @@ def _traced_once(
     except BaseException as exc:  # SystemExit and kin: the caller's process must go on
         raise forward_exit_error(type_name(model), exc, recorder.inner_module(exc)) from None
     finally:
-        for module, was_training in training_modes.items():
-            if module.training != was_training:
-                set_flag(module, was_training)
+        modes_put_back(training_modes)
         for parameter, gradient in own_gradients.items():
             parameter.grad = gradient
         if attributes is not None:
