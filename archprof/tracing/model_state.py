@@ -131,11 +131,12 @@ def in_traced_mode(model: torch.nn.Module, training: bool) -> torch.nn.Module:
     return model
 
 
-def set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], training: bool) -> None:
-    """`model.train(training)`, writing each module's flag directly where no module has a
-    `train` of its own (which may keep some modules as they were: frozen norms)."""
+def set_mode(model: torch.nn.Module, modes: dict[torch.nn.Module, bool], classes: set[type], training: bool) -> None:
+    """`model.train(training)`, writing each module's flag directly where no module (of its
+    `modes`, whose `classes` these are) has a `train` of its own (which may keep some modules
+    as they were: frozen norms)."""
     train = torch.nn.Module.train  # read once: each read looks up torch's `nn`, then its `Module`
-    if any(cls.train is not train for cls in set(map(type, modes))):  # each class once: most repeat
+    if any(cls.train is not train for cls in classes):
         model.train(training)
         return
     _set_flags(zip(modes, itertools.repeat(training)))

@@ -41,6 +41,7 @@ class _ModuleTree:
     tied: bool  # a parameter or buffer met twice (tied weights)
     own_forwards: set[int]  # the ids of the modules with a `forward` attribute of their own
     modes: dict[torch.nn.Module, bool]  # each module's `training` flag
+    classes: set[type]  # the modules' classes (a few dozen: most repeat)
     # A module reached under more than one name (`self.stage = nn.Sequential(self.conv, ...)`),
     # and those under it: each other path -> its module's first path (`reached_under`)...
     aliases: dict[str, str]
@@ -89,7 +90,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
             to_visit += [
                 (prefix + name, child, depth + 1) for name, child in reversed(children.items()) if child is not None
             ]
-    types = _type_names(modules)
+    types, classes = _type_names(modules)
     aliases: dict[str, str] = {}
     paths: dict[int, tuple[str, ...]] = {}
     if shared:
@@ -103,16 +104,18 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         tied,
         {id(module) for _, module in modules if "forward" in module.__dict__},
         {module: module.training for _, module in modules},
+        classes,
         aliases,
         paths,
         deepest_found - 1,
     )
 
 
-def _type_names(modules: list[tuple[str, torch.nn.Module]]) -> dict[str, str]:
-    """Each module's `type_name`, by path. Its class's name but for a module labelled by
-    archprof.load or a ScriptModule, whose class is asked once: `isinstance` through
-    ScriptModule's metaclass costs about what the rest of `type_name` does."""
+def _type_names(modules: list[tuple[str, torch.nn.Module]]) -> tuple[dict[str, str], set[type]]:
+    """Each module's `type_name`, by path, and the modules' classes. A module's name is its
+    class's but for a module labelled by archprof.load or a ScriptModule, whose class is asked
+    once: `isinstance` through ScriptModule's metaclass costs about what the rest of
+    `type_name` does."""
     scripted: dict[type, bool] = {}  # class -> whether it is a ScriptModule's
     names: dict[str, str] = {}
     for path, module in modules:
@@ -120,7 +123,7 @@ def _type_names(modules: list[tuple[str, torch.nn.Module]]) -> dict[str, str]:
         if cls not in scripted:
             scripted[cls] = issubclass(cls, torch.jit.ScriptModule)
         names[path] = type_name(module) if scripted[cls] or "_archprof_type" in module.__dict__ else cls.__name__
-    return names
+    return names, set(scripted)
 
 
 def modules_from_a_stack(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, int]]:

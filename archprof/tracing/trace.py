@@ -222,7 +222,7 @@ def _traced_once(
     specs = _trace_inputs(input_shapes)
     original = model
     tree = walked(model)
-    if any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in tree.modules):
+    if _lazy_layers_waiting(tree.classes, tree.modules):
         model = _lazy_layers_initialised(model, specs, real)
         tree = walked(model)
     modules, module_types, named = tree.modules, tree.types, tree.tensors
@@ -248,7 +248,7 @@ def _traced_once(
 
     training_modes = tree.modes
     if model.training != training:  # as `in_traced_mode`, each flag written directly
-        set_mode(model, training_modes, training)
+        set_mode(model, training_modes, tree.classes, training)
     # A training step on the model's own tensors writes their .grad: the caller's are put
     # back afterwards (and a later trace starts from none, as a step after zero_grad does).
     own_gradients = {t: t.grad for _, t, is_buffer in named if not is_buffer} if training and stand_ins is None else {}
@@ -393,6 +393,14 @@ def _warn_autocast_ignored(device: str, dtype: torch.dtype) -> None:
 
 
 _LazyModule = torch.nn.modules.lazy.LazyModuleMixin
+
+
+def _lazy_layers_waiting(classes: set[type], modules: list[tuple[str, torch.nn.Module]]) -> bool:
+    """Whether a lazy layer of `modules` has not made its parameters yet, asked of each module
+    only where one of their `classes` is lazy (nearly never)."""
+    if not any(issubclass(cls, _LazyModule) for cls in classes):
+        return False
+    return any(isinstance(module, _LazyModule) and module.has_uninitialized_params() for _, module in modules)
 
 
 @contextmanager
