@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from archprof.errors import ArchprofError
+from archprof.tracing.model_state import Attributes
 from archprof.tracing.module_calls import attach_hooks
 from archprof.tracing.module_tree import type_name, walked
 from archprof.tracing.recorder import Recorder
@@ -99,3 +100,12 @@ def test_the_modes_are_set_and_put_back_each_through_its_classs_own_setattr_wher
     model.eval()
     trace(model, [(1, 3, 4, 4)])  # the forward's own train() on the norm, put back
     assert not any(module.training for module in model.modules())
+
+
+def test_the_attributes_noted_are_each_modules_but_a_scriptmodules_and_a_torch_nn_modules_contents():
+    model = _model()
+    model[1].seen = [1, 2]  # a list of its own: its contents kept apart
+    model[0].cache = [3]  # a torch.nn class's: not
+    held = {module: contents for module, _, contents in Attributes.of(walked(model).modules).held}
+    assert set(held) == {module for module in model.modules() if not isinstance(module, torch.jit.ScriptModule)}
+    assert held[model[1]] == {"seen": [1, 2]} and held[model[0]] == {}

@@ -75,12 +75,21 @@ class Attributes:
     @staticmethod
     def of(modules: list[tuple[str, torch.nn.Module]]) -> Attributes:
         held = []
+        # Each class asked once (most repeat): whether its modules' own names are looked
+        # through for containers, or None for a ScriptModule's, whose attributes live in C++
+        # (an isinstance through its metaclass costs about what copying a module's attributes does).
+        scanned: dict[type, bool | None] = {}
         for _, module in modules:
-            if isinstance(module, torch.jit.ScriptModule):  # its attributes live in C++
+            cls = type(module)
+            if cls not in scanned:
+                scanned[cls] = (
+                    None if issubclass(cls, torch.jit.ScriptModule) else not cls.__module__.startswith("torch.nn.")
+                )
+            if scanned[cls] is None:
                 continue
             attributes = vars(module).copy()
             contents = {}
-            if not type(module).__module__.startswith("torch.nn."):
+            if scanned[cls]:
                 # The module's own names only, found at C speed: the internals are most of them.
                 for name in attributes.keys() - MODULE_INTERNALS:
                     value = attributes[name]
