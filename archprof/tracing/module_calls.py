@@ -202,7 +202,7 @@ class _RecordedForward:
         return self
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made every trace, and a frozen one's fields go through object.__setattr__
 class _Restore:
     """Removes the recorded forwards: each module's own instance attribute back, if it had one.
     `plain`: the attribute dicts of the modules without one (nearly all); `own`: the others',

@@ -261,15 +261,15 @@ def _traced_once(
     kernels = DeviceKernels(answering=recorder.answering if shortcuts else None, below_autograd=below_autograd)
     backward_ran = True  # no backward pass asked for, or one that ran
     try:
-        with ExitStack() as stack:
-            stack.enter_context(room_to_trace(tree.depth))  # a tree `walked` took: one torch's walks reach
+        # Those entered in every trace by a `with` of their own: ExitStack's entry and exit of one
+        # are a few Python calls (`room_to_trace`'s depth: one torch's walks reach, from `walked`).
+        with room_to_trace(tree.depth), _registrations_noted() as registered_on, ExitStack() as stack:
             if not by_parameters:
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
                     replays = Replays(modules, tree.own_forwards, recorder, kernels.chosen)
                 for handle in attach_hooks(modules, module_types, tree.paths, recorder, shortcuts, replays):
                     stack.callback(handle.remove)
-            registered_on = stack.enter_context(_registrations_noted())
             if training:
                 stack.enter_context(torch.enable_grad())
                 # The caller's anomaly mode adds a NaN check after each backward node (a
