@@ -67,7 +67,7 @@ def attach_hooks(
             shortcut = class_shortcuts[cls]
         # A lone layer is as quick to run as to copy.
         watched = replays if module._modules else None
-        named = paths.get(id(module), path)
+        named = paths.get(id(module), path) if paths else path  # nearly always none reached twice
         forward = _RecordedForward(
             module, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
         )
