@@ -820,6 +820,25 @@ def test_lazy_layers_take_their_shapes_from_the_input_as_on_a_first_call(given):
         assert type(model[4]) is nn.LazyLinear
 
 
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_a_lazy_parameter_outside_a_lazy_layer_is_refused_in_one_line(device):
+    """A parameter left uninitialised in a module that is no lazy layer (so nothing can make
+    it) is named, on meta as on the CPU: asking an uninitialised tensor whether it was made
+    in inference mode raised torch's ValueError before archprof could say so."""
+
+    class HoldsOne(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.parameter.UninitializedParameter(device=device)
+            self.linear = nn.Linear(3, 4, device=device)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    with pytest.raises(ArchprofError, match="'scale' is a lazy parameter not yet initialised"):
+        archprof.analyze(HoldsOne(), input_size=(3,))
+
+
 def test_lazy_layers_in_a_training_step_and_in_the_cpu_fallback():
     class ReadsValues(nn.Module):
         def __init__(self):

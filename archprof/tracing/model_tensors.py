@@ -31,8 +31,9 @@ def stands_for_itself(tensors: list[torch.Tensor], dtype: torch.dtype | None) ->
     nothing may write in place outside it."""
     return all(
         tensor.is_meta
-        and not tensor.is_inference()
+        # Before `is_inference`, which an uninitialised one refuses: `meta_stand_ins` then says so.
         and (type(tensor) in _PLAIN_TENSORS or not is_uninitialised(tensor))
+        and not tensor.is_inference()
         and (dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype)
         for tensor in tensors
     )
