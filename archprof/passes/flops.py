@@ -65,7 +65,14 @@ def op_cost(op: OpNode) -> Cost | None:
 
 def shaped_arguments(op: OpNode) -> tuple[tuple, dict]:
     """The op's arguments and keyword arguments, each tensor replaced by its shape, as a formula takes them."""
-    return map_op_args(_shape_of, TensorMeta, op.args, op.kwargs)
+    args, inputs = op.args, op.inputs
+    count = len(inputs)
+    # `inputs` are the arguments' tensors, in order: where they are the first arguments, one
+    # each (a convolution's input, weight and bias; an add's two), the rest holds none, and
+    # the walk over every argument and list (`map_op_args`) is not needed.
+    if not op.kwargs and args[:count] == inputs:
+        return (*map(_shape_of, inputs), *args[count:]), {}
+    return map_op_args(_shape_of, TensorMeta, args, op.kwargs)
 
 
 _shape_of = attrgetter("shape")  # called per tensor argument by map_op_args: no Python frame
