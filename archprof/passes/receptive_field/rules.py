@@ -74,7 +74,7 @@ def last_dims(x: TensorMeta, m: int) -> range:
 
 def _pointwise(walk: Walk, op: OpNode) -> State:
     """Elementwise: output unit u reads unit u of every input (after broadcasting)."""
-    return walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
+    return walk.merge_inputs(op, op.outputs[0].shape)
 
 
 _FAMILY_RULES[Family.POINTWISE] = _pointwise
@@ -110,7 +110,7 @@ _FAMILY_RULES[Family.CREATION] = _no_data
 
 def _normalisation(walk: Walk, op: OpNode) -> list[State]:
     """Pointwise by convention: the statistics are not part of the field."""
-    out = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], op.outputs[0].shape)
+    out = walk.merge_inputs(op, op.outputs[0].shape)
     stats = walk.undefined(op, "normalisation statistics") if out is not None else None
     return [out] + [stats] * (len(op.outputs) - 1)
 
@@ -273,9 +273,7 @@ def _pdist_gradient(walk: Walk, op: OpNode) -> State:
 @operator_rule("dist")
 def _dist(walk: Walk, op: OpNode) -> State:
     """The norm of a difference: every unit of both inputs."""
-    merged = walk.merge(
-        op, [(walk.state(t), t.shape) for t in op.inputs], torch.broadcast_shapes(*(t.shape for t in op.inputs))
-    )
+    merged = walk.merge_inputs(op, torch.broadcast_shapes(*(t.shape for t in op.inputs)))
     return walk.reduce(op, merged, 0, None)
 
 
@@ -375,7 +373,7 @@ def _loss(walk: Walk, op: OpNode) -> State:
     a sum of every element."""
     x = op.args[0]
     index = {"aten.binary_cross_entropy": 3, "aten.binary_cross_entropy_with_logits": 4}.get(op.op, 2)
-    per_element = walk.merge(op, [(walk.state(t), t.shape) for t in op.inputs], x.shape)
+    per_element = walk.merge_inputs(op, x.shape)
     return per_element if op.argument(index, "reduction", 1) == 0 else walk.reduce(op, per_element, 0, None)
 
 

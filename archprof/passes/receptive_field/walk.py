@@ -247,6 +247,11 @@ class Walk(PathsSideBySide):
         dims[axis] = Tokens(Merged(((None, count),)), first)
         return Field(tuple(dims), self.input_maps)
 
+    def merge_inputs(self, op: OpNode, out: tuple[int, ...]) -> State:
+        """`merge` of every input of `op` (a pointwise op's, a normalisation's)."""
+        fields = self.fields  # each input's state read here, not through `state`: every such op comes here
+        return self.merge(op, [(fields.get(t.id), t.shape) for t in op.inputs], out)
+
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
         """Union of the fields of several inputs of an op whose output has shape `out`
         (broadcasting as NumPy does): output unit u reads unit u of every input (unit 0 along
