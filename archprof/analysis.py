@@ -11,6 +11,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -465,7 +466,7 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))
-    columns["activation_bytes"] = [sum(t.nbytes for t in g.made_outputs) for g in groups]
+    columns["activation_bytes"] = [sum(map(_nbytes, g.made_outputs)) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
     specs = COLUMNS
@@ -492,6 +493,9 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         traced_on=traced_on,
         graph=graph,
     )
+
+
+_nbytes = attrgetter("nbytes")  # per row: no generator's frame
 
 
 @functools.lru_cache(maxsize=1024)
