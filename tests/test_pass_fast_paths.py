@@ -7,6 +7,10 @@ from torch import nn
 import archprof
 from archprof.graph import TensorMeta
 from archprof.passes.flops import shaped_arguments
+from archprof.passes.receptive_field import tensor_fields
+from archprof.passes.receptive_field.dims import WHOLE, Extent, Undefined
+from archprof.passes.receptive_field.maps import AxisMap
+from archprof.passes.receptive_field.walk import Walk
 from archprof.structure import map_op_args
 
 
@@ -33,3 +37,14 @@ def test_an_operators_shaped_arguments_are_those_of_the_walk_over_every_argument
     for op in ops:
         walked = map_op_args(lambda t: t.shape, TensorMeta, op.args, op.kwargs)
         assert shaped_arguments(op) == walked, op.op
+
+
+def test_a_one_input_ops_merged_inputs_are_what_merge_gives_of_its_state():
+    graph = archprof.analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), input_size=(3, 8, 8)).graph
+    relu = next(op for op in graph.ops if op.op.startswith("aten.relu"))
+    x, out = relu.inputs[0], relu.outputs[0].shape
+    field = tensor_fields(graph)[0][x.id]
+    walk = Walk((AxisMap(0, 8), AxisMap(1, 8)), graph)
+    for state in (None, WHOLE, Undefined("why"), field, Extent("another extent")):
+        walk.fields[x.id] = state
+        assert walk.merge_inputs(relu, out) == walk.merge(relu, [(state, x.shape)], out), state

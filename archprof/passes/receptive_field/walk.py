@@ -249,8 +249,11 @@ class Walk(PathsSideBySide):
 
     def merge_inputs(self, op: OpNode, out: tuple[int, ...]) -> State:
         """`merge` of every input of `op` (a pointwise op's, a normalisation's)."""
-        fields = self.fields  # each input's state read here, not through `state`: every such op comes here
-        return self.merge(op, [(fields.get(t.id), t.shape) for t in op.inputs], out)
+        fields, inputs = self.fields, op.inputs  # each input's state read here, not through `state`
+        if len(inputs) == 1 and inputs[0].shape == out:  # (a ReLU's, a GELU's) its state, as `merge` gives it
+            state = fields.get(inputs[0].id)
+            return state if state is WHOLE or isinstance(state, (Field, Undefined)) else None
+        return self.merge(op, [(fields.get(t.id), t.shape) for t in inputs], out)
 
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
         """Union of the fields of several inputs of an op whose output has shape `out`
