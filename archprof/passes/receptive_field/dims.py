@@ -166,9 +166,12 @@ def along_no_axis(entry: Dim) -> bool:
 
 def plain(state: State) -> State:
     """`state` with its parts (`Parts`, `Block`, `Inner`) read as the union of all, as any uneven dimension."""
-    if not isinstance(state, Field) or not any(isinstance(e, (Parts, Block, Inner)) for e in state.dims):
+    if not isinstance(state, Field):
         return state
-    return state.with_dims([UNEVEN if isinstance(e, (Parts, Block, Inner)) else e for e in state.dims])
+    for entry in state.dims:  # a loop, not any() of a generator: asked of most ops' results
+        if isinstance(entry, (Parts, Block, Inner)):
+            return state.with_dims([UNEVEN if isinstance(e, (Parts, Block, Inner)) else e for e in state.dims])
+    return state
 
 
 def read_alike_along(state: State, axis: int) -> State:

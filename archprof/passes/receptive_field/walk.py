@@ -169,7 +169,13 @@ class Walk(PathsSideBySide):
         for tensor in op.inputs:
             if tensor.id in masked or (tensor.kind == "constant" and tensor.dtype is not torch.bool):
                 return True
-        return _a_masking_number(op.args) or (bool(op.kwargs) and _a_masking_number(op.kwargs.values()))
+        # Numbers' types looked up, not isinstance, in one loop here: every op that carries a
+        # mask comes here. A bool is no number here; one the argument parser wrapped
+        # (`graph.WrappedFloat`) is one.
+        for value in (*op.args, *op.kwargs.values()) if op.kwargs else op.args:
+            if type(value) in _NUMBERS and value < _NO_WEIGHT:
+                return True
+        return False
 
     def _written(self, op: OpNode, before: TensorMeta, after: TensorMeta) -> None:
         """An in-place write changed what a storage holds: any other view of it now holds
@@ -446,16 +452,6 @@ UPPER_BOUND = "an upper bound"  # how a bound field's note begins (`Walk.bounded
 # What makes a dimension's indices read different fields that archprof does not follow
 # apart (concatenated paths it follows while only pointwise ops come between: `Parts`).
 _UNEVEN_KINDS = "a pixel unshuffle's channels, a grouped convolution's after one, paths another op mixed"
-
-
-def _a_masking_number(values) -> bool:
-    """Whether a number among `values` is below `_NO_WEIGHT` (types looked up, not isinstance:
-    every op of a walk comes here; a bool is no number here, and a number the argument
-    parser wrapped, `graph.WrappedFloat`, is one)."""
-    for value in values:  # noqa: SIM110 (a loop: any() of a generator costs more, on every op)
-        if type(value) in _NUMBERS and value < _NO_WEIGHT:
-            return True
-    return False
 
 
 _NUMBERS = frozenset({int, float, WrappedFloat, WrappedInt})
