@@ -101,15 +101,14 @@ def _transposed(parent: AxisMap, size: int, k: int, s: int, p: int, d: int) -> A
 
 @operator_rule("convolution", "_convolution", "convolution_overrideable")
 def _convolution(walk: Walk, op: OpNode) -> State:
-    x, weight = op.args[0], op.args[1]
-    bias = op.argument(2, "bias")
-    for extra in (weight, bias):
-        state = walk.state(extra)
+    x, fields = op.args[0], walk.fields  # states read here, not through `walk.state`: every convolution comes here
+    for extra in op.inputs[1:]:  # the weight and the bias (the tensors after the input, in order)
+        state = fields.get(extra.id)
         if state is WHOLE:
             return WHOLE
         if state is not None:
             return walk.undefined(op, "its weights are computed from the input")
-    state = walk.state(x)
+    state = fields.get(x.id)
     groups = op.argument(8, "groups", 1)
     channels = state.dims[1] if isinstance(state, Field) else None  # None: plain channels, nearly always
     if groups > 1 and isinstance(channels, Parts) and channels.holds(state, 1):
