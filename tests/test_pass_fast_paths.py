@@ -39,12 +39,33 @@ def test_an_operators_shaped_arguments_are_those_of_the_walk_over_every_argument
         assert shaped_arguments(op) == walked, op.op
 
 
-def test_a_one_input_ops_merged_inputs_are_what_merge_gives_of_its_state():
-    graph = archprof.analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), input_size=(3, 8, 8)).graph
-    relu = next(op for op in graph.ops if op.op.startswith("aten.relu"))
-    x, out = relu.inputs[0], relu.outputs[0].shape
-    field = tensor_fields(graph)[0][x.id]
+def test_an_ops_merged_inputs_are_what_merge_gives_of_their_states():
+    """Where only the first input, read unit for unit, may have a state (a ReLU, a batch
+    norm), and where another has one (an add, a square)."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.norm(self.conv(x)).relu()
+            return y + y * y
+
+    graph = archprof.analyze(Block().eval(), input_size=(3, 8, 8)).graph
+    fields = tensor_fields(graph)[0]
+    field = next(state for state in fields.values() if state is not None)
+    ops = [op for op in graph.ops if op.op != "aten.convolution"]
+    assert {len(op.inputs) for op in ops} == {1, 2, 5}
     walk = Walk((AxisMap(0, 8), AxisMap(1, 8)), graph)
-    for state in (None, WHOLE, Undefined("why"), field, Extent("another extent")):
-        walk.fields[x.id] = state
-        assert walk.merge_inputs(relu, out) == walk.merge(relu, [(state, x.shape)], out), state
+    for op in ops:
+        out = op.outputs[0].shape
+        mapped = [t for t in op.inputs[1:] if len(t.shape) == len(out)]  # (not a batch norm's weights)
+        for first in (None, WHOLE, Undefined("why"), field, Extent("another extent")):
+            for other in (None, field) if mapped else (None,):
+                walk.fields.clear()
+                walk.fields.update({t.id: other for t in mapped if other is not None})
+                if first is not None:
+                    walk.fields[op.inputs[0].id] = first
+                items = [(walk.fields.get(t.id), t.shape) for t in op.inputs]
+                assert walk.merge_inputs(op, out) == walk.merge(op, items, out), (op.op, first, other)

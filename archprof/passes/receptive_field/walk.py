@@ -256,9 +256,13 @@ class Walk(PathsSideBySide):
     def merge_inputs(self, op: OpNode, out: tuple[int, ...]) -> State:
         """`merge` of every input of `op` (a pointwise op's, a normalisation's)."""
         fields, inputs = self.fields, op.inputs  # each input's state read here, not through `state`
-        if len(inputs) == 1 and inputs[0].shape == out:  # (a ReLU's, a GELU's) its state, as `merge` gives it
-            state = fields.get(inputs[0].id)
-            return state if state is WHOLE or isinstance(state, (Field, Undefined)) else None
+        if inputs and inputs[0].shape == out:
+            for tensor in inputs[1:]:
+                if fields.get(tensor.id) is not None:
+                    break
+            else:  # (a ReLU's, a normalisation's: its weights have none) the first's state, as `merge` gives it
+                state = fields.get(inputs[0].id)
+                return state if state is WHOLE or isinstance(state, (Field, Undefined)) else None
         return self.merge(op, [(fields.get(t.id), t.shape) for t in inputs], out)
 
     def merge(self, op: OpNode, items: Sequence[tuple[State, tuple[int, ...]]], out: tuple[int, ...]) -> State:
