@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from math import prod
 
 from archprof.graph import (
     WRAPPED_NUMBER_BYTES,
@@ -226,7 +227,8 @@ def liveness_over(
             if storage in state:
                 continue
             if storage not in size:  # made by this step (or first seen as its argument)
-                size[storage] = tensor.nbytes if plain else allocated(op, tensor)
+                # Its nbytes, the product inline: a property's call per storage of every timeline.
+                size[storage] = prod(tensor.shape) * tensor.dtype.itemsize if plain else allocated(op, tensor)
                 first[storage] = index
             elif first[storage] < 0:  # an input, read for the first time
                 first[storage] = index

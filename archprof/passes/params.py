@@ -7,6 +7,8 @@ whichever name the module ran (`Graph.aliases`), else its nearest ancestor's."""
 
 from __future__ import annotations
 
+from math import prod
+
 from archprof.graph import Graph, ParameterInfo
 from archprof.passes.layers import LayerGroup
 from archprof.passes.optimizer_state import names_given_gradients, parameters_given_gradients
@@ -47,11 +49,11 @@ def parameter_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str, list[
     given = names_given_gradients(graph)  # `gradient_rows`' parameters, found in this one walk
     for parameter in graph.parameters:
         row = rows[parameter.name]
+        numel = prod(parameter.shape)  # not its numel and nbytes: the shape's product taken once, without their calls
+        nbytes = numel * parameter.dtype.itemsize
         if parameter.is_buffer:
-            buffer_bytes[row] += parameter.nbytes
+            buffer_bytes[row] += nbytes
             continue
-        numel = parameter.numel
-        nbytes = numel * parameter.dtype.itemsize  # its nbytes, the shape's product taken once
         param_count[row] += numel
         param_bytes[row] += nbytes
         if parameter.trainable:
