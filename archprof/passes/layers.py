@@ -124,7 +124,10 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     input_shapes, kernels = [], []
     for group in groups:
         ops = group.ops
-        if ops:
+        if len(ops) == 1:  # (most rows) it made none of what it reads
+            input_shapes.append(shapes_text(_activation_shapes(ops[0].inputs)))
+            kernels.append(_first_window(ops))
+        elif ops:
             input_shapes.append(shapes_text(_read_from_outside(ops)))
             kernels.append(_first_window(ops))
         else:  # an op-less row (timm's Identity: a third of some models' rows) has no window
@@ -136,10 +139,7 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
 def _read_from_outside(ops: tuple[OpNode, ...]) -> list[tuple[int, ...]]:
     """The shapes of the activations (and inputs) `ops` read that none of them made, in the
     order first read. One walk: an op reads only tensors made before it, so a tensor made in
-    the run is made before any of its ops reads it; a run of one op (most rows) made none of
-    what it reads."""
-    if len(ops) == 1:
-        return _activation_shapes(ops[0].inputs)
+    the run is made before any of its ops reads it."""
     made: set[int] = set()
     read: dict[int, tuple[int, ...]] = {}
     for op in ops:
@@ -156,7 +156,11 @@ def _activation_shapes(tensors: Sequence[TensorMeta]) -> list[tuple[int, ...]]:
     row that runs no op returns, or what a row of one op reads."""
     if len(tensors) == 1:  # most rows' one output, a one-op row's one input: no dict
         return [tensors[0].shape] if tensors[0].kind in _ACTIVATIONS else []
-    return list({t.id: t.shape for t in tensors if t.kind in _ACTIVATIONS}.values())
+    shapes: dict[int, tuple[int, ...]] = {}
+    for tensor in tensors:  # a loop, not a comprehension's call: a convolution's row, a batch norm's
+        if tensor.kind in _ACTIVATIONS:
+            shapes[tensor.id] = tensor.shape
+    return list(shapes.values())
 
 
 def _first_window(ops: tuple[OpNode, ...]) -> str:
