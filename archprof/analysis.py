@@ -36,7 +36,7 @@ from archprof.meta import is_uninitialised
 from archprof.passes.backward import backward_columns
 from archprof.passes.flops import cost_columns
 from archprof.passes.fold_bn import Folding, fold_batch_norms
-from archprof.passes.layers import group_layers, interface_columns
+from archprof.passes.layers import LayerGroup, group_layers, interface_columns
 from archprof.passes.memory import memory_columns
 from archprof.passes.optimizer_state import optimizer_state_copies
 from archprof.passes.params import parameter_columns
@@ -455,18 +455,10 @@ def _out_of_inference_mode() -> contextlib.AbstractContextManager:
 
 def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_on: str = "meta") -> Report:
     groups = group_layers(graph)
-    columns: dict[str, list] = {
-        "layer": [g.path for g in groups],
-        "module_type": [g.module_type for g in groups],
-        "call": [g.call for g in groups],
-        "depth": [g.depth for g in groups],
-        "operators": [_operator_names(tuple([op.op for op in g.ops])) if g.ops else () for g in groups],
-        "output_shape": [shapes_text([t.shape for t in g.outputs]) for g in groups],
-    }
+    columns = _row_columns(groups)
     columns.update(interface_columns(groups))
     columns.update(parameter_columns(graph, groups))
     columns.update(cost_columns(groups))
-    columns["activation_bytes"] = [sum(map(_nbytes, g.made_outputs)) for g in groups]
     columns.update(receptive_field_columns(graph, groups))
     columns.update(memory_columns(graph, groups))
     specs = COLUMNS
@@ -493,6 +485,36 @@ def build_report(graph: Graph, model_name: str, optimizer: str = "sgd", traced_o
         traced_on=traced_on,
         graph=graph,
     )
+
+
+def _row_columns(groups: list[LayerGroup]) -> dict[str, list]:
+    """The columns each row gives of itself: its module call, its operators, its output's
+    shape and the bytes of the outputs it made. One loop, its inner ones plain loops: a
+    comprehension is a call of its own, per row and column."""
+    layer, module_type, call, depth, operators, output_shape, activation_bytes = [], [], [], [], [], [], []
+    for group in groups:
+        layer.append(group.path)
+        module_type.append(group.module_type)
+        call.append(group.call)
+        depth.append(group.depth)
+        names = []
+        for op in group.ops:
+            names.append(op.op)
+        operators.append(_operator_names(tuple(names)) if names else ())
+        shapes = []
+        for tensor in group.outputs:
+            shapes.append(tensor.shape)
+        output_shape.append(shapes_text(shapes))
+        activation_bytes.append(sum(map(_nbytes, group.made_outputs)))
+    return {
+        "layer": layer,
+        "module_type": module_type,
+        "call": call,
+        "depth": depth,
+        "operators": operators,
+        "output_shape": output_shape,
+        "activation_bytes": activation_bytes,
+    }
 
 
 _nbytes = attrgetter("nbytes")  # per row: no generator's frame
