@@ -196,6 +196,16 @@ def entry_withins(entry: Dim) -> list[Within]:
     return [w for part, _ in entry.parts for w in entry_withins(part)] if isinstance(entry, Merged) else []
 
 
+def withins_among(entries: Iterable[Dim]) -> list[Within]:
+    """`entry_withins` of each of `entries`, in order: one loop, which asks only the entries
+    that may hold one (a merge's and a product's dimensions nearly never do)."""
+    found: list[Within] = []
+    for entry in entries:
+        if isinstance(entry, (Within, Merged)):
+            found += entry_withins(entry)
+    return found
+
+
 def without(entry: Dim, gone: set[AxisMap]) -> Dim:
     """`entry` with the block positions (`Within`) of the outer maps `gone` dropped."""
     if isinstance(entry, Within):
@@ -217,7 +227,7 @@ def _nested(field: Field, outers: set[AxisMap]) -> set[AxisMap]:
     (Hiera's unrolled tokens: 16 rows as 2 x 2 x 2 x 2) whose outermost blocks are read whole
     reads every block inside them whole too, the positions that picked one of those blocks
     being gone."""
-    withins = [w for entry in field.dims for w in entry_withins(entry)]
+    withins = withins_among(field.dims)
     gone, grown = set(outers), True
     while grown:
         inner = {w.whole for w in withins if w.outer in gone} - gone
@@ -262,7 +272,9 @@ def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Fiel
         mixed.update(w.outer for w in entry_withins(field.dims[axis]))
     newly = whole - field.whole
     strided: dict[AxisMap, AxisMap | Within] = {}
-    for kept in (w for entry in dims for w in entry_withins(entry) if w.outer in newly and w.outer not in mixed):
+    for kept in withins_among(dims):
+        if kept.outer not in newly or kept.outer in mixed:
+            continue
         if _grid_spans_map(kept):
             mixed.add(kept.outer)  # every position's units span the whole map: as if its positions were mixed too
         elif kept.outer not in strided:
@@ -303,8 +315,12 @@ def grids_mixed_alike(states: list[State]) -> list[State]:
     """The operands of one product, where some mixed a grid's blocks (`_strided`: the keys of
     a grid attention) and others kept that grid's blocks and positions apart (its queries):
     those replaced by the mixed ones, which hold each unit's own too (query r reads key r)."""
-    fields = [s for s in states if isinstance(s, Field)]
-    withins = [w for s in fields for entry in s.dims for w in entry_withins(entry)]
+    withins: list[Within] = []
+    for state in states:
+        if isinstance(state, Field):
+            withins += withins_among(state.dims)
+    if not withins:  # (nearly always: no grid)
+        return states
     present = {id(w) for w in withins}
     maps: dict = {}
     for w in withins:

@@ -27,11 +27,11 @@ from archprof.passes.receptive_field.dims import (
     Uneven,
     drop_withins,
     entry_maps,
-    entry_withins,
     merge_entries,
     plain,
     read_whole,
     reads_all_input,
+    withins_among,
 )
 from archprof.passes.receptive_field.field_budget import TOO_IRREGULAR, FieldsTooIrregular
 from archprof.passes.receptive_field.gathered import Gathered, gathered
@@ -304,11 +304,13 @@ class Walk(PathsSideBySide):
         if len(fields) > 1 and any(isinstance(entry, Uneven) for entry in dims):
             dims = _read_alike(fields, dims, paths.whole, paths.loose)
         # An input that reads an outer map without its block position reads the whole block.
-        outers = {w.outer for e in dims for w in entry_withins(e)}
         gone = set()
-        for field, _ in fields if outers else ():  # no block positions (not windows): none gone
-            kept = {w.outer for e in field.dims for w in entry_withins(e)}
-            gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
+        withins = withins_among(dims)
+        if withins:  # (no block positions, not windows: none gone)
+            outers = {w.outer for w in withins}
+            for field, _ in fields:
+                kept = {w.outer for w in withins_among(field.dims)}
+                gone |= {m for e in field.dims for m in entry_maps(e) if m in outers and m not in kept}
         bound = ""
         if len(fields) > 1 and paths.idle_along_one_axis(self.every_unit_reads):
             bound = (
