@@ -124,9 +124,9 @@ def interface_columns(groups: list[LayerGroup]) -> dict[str, list[str]]:
     input_shapes, kernels = [], []
     for group in groups:
         ops = group.ops
-        if len(ops) == 1:  # (most rows) it made none of what it reads
+        if len(ops) == 1:  # (most rows) it made none of what it reads, and most of those have no window
             input_shapes.append(shapes_text(_activation_shapes(ops[0].inputs)))
-            kernels.append(_first_window(ops))
+            kernels.append(_first_window(ops) if ops[0].op in _WINDOWED else "")
         elif ops:
             input_shapes.append(shapes_text(_read_from_outside(ops)))
             kernels.append(_first_window(ops))
