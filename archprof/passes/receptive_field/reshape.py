@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from fractions import Fraction
 from itertools import pairwise
 
@@ -97,11 +96,22 @@ def _groups(shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> tuple[tupl
     return tuple(groups)
 
 
-def _flattened(entries: Sequence[tuple[Dim, int]]) -> tuple[tuple[Dim, int], ...]:
+def _row_major_parts(
+    held: list[Dim], shape: tuple[int, ...], ins: list[int]
+) -> tuple[list[tuple[Dim, int]], list[AxisMap]]:
+    """The row-major parts of the input dimensions `ins` (a flattened one's own parts in its
+    place), each with its size, but those of size 1; and the maps among those, which the
+    reshape keeps at their unit 0. Plain loops: every view of a map comes here, per group."""
     parts: list[tuple[Dim, int]] = []
-    for entry, size in entries:
-        parts.extend(entry.parts if isinstance(entry, Merged) else [(entry, size)])
-    return tuple(parts)
+    unit_zero: list[AxisMap] = []
+    for i in ins:
+        entry = held[i]
+        for part, n in entry.parts if isinstance(entry, Merged) else ((entry, shape[i]),):
+            if n != 1:
+                parts.append((part, n))
+            elif part is not None:
+                unit_zero += entry_maps(part)
+    return parts, unit_zero
 
 
 @operator_rule("view", "_unsafe_view", "_reshape_alias")
@@ -122,9 +132,9 @@ def _reshape(walk: Walk, op: OpNode) -> State:
     # Parts that no longer stand for their indices are the union of their paths.
     held = [UNEVEN if isinstance(e, Parts) and not e.holds(state, d) else e for d, e in enumerate(state.dims)]
     for ins, outs in groups:
-        parts = _flattened([(held[i], x.shape[i]) for i in ins])
-        loose += [m for entry, n in parts if n == 1 for m in entry_maps(entry)]  # its unit 0
-        entries = _regrouped([(e, n) for e, n in parts if n != 1], [out[j] for j in outs])
+        parts, unit_zero = _row_major_parts(held, x.shape, ins)
+        loose += unit_zero
+        entries = _regrouped(parts, [out[j] for j in outs])
         if isinstance(entries, str):
             return walk.undefined(op, entries)
         for j, entry in zip(outs, entries, strict=True):
@@ -190,13 +200,23 @@ def _index_states(walk: Walk, op: OpNode, parts: Parts) -> list[State]:
 def _regrouped(parts: list[tuple[Dim, int]], sizes: list[int]) -> list[Dim] | str:
     """The entries of output dimensions of `sizes` from the row-major `parts` (no size 1
     among them), as `_plan` places them; a str says why they cannot be placed."""
-    cuts, steps, kept = _plan(tuple(n for _, n in parts), tuple(sizes))
+    part_sizes = []
+    for _, n in parts:  # plain loops here: every view of a map comes here, per group
+        part_sizes.append(n)
+    cuts, steps, kept = _plan(tuple(part_sizes), tuple(sizes))
     if kept:
         # Each part an output dimension of its own (the channels beside a flatten, a flattened
         # map split back: a ConvNeXt block's linear layers, twice each): each step would join
         # one part alone (`joined_dims`), which is that part's entry as it is.
-        entries = iter([entry for entry, _ in parts])
-        return [None if n == 1 else next(entries) for n in sizes]
+        placed: list[Dim] = []
+        taken = 0
+        for n in sizes:
+            if n == 1:
+                placed.append(None)
+            else:
+                placed.append(parts[taken][0])
+                taken += 1
+        return placed
     refined: list[tuple[Dim, int]] = []
     for (entry, n), cut in zip(parts, cuts, strict=False):  # (the cuts end at one that fails)
         if isinstance(cut, str):
