@@ -268,8 +268,10 @@ def read_whole(field: Field, axes: Iterable[int], dims: tuple[Dim, ...]) -> Fiel
     whole = set(field.whole)
     mixed: set[AxisMap] = set()
     for axis in axes:
-        whole.update(entry_maps(field.dims[axis]))
-        mixed.update(w.outer for w in entry_withins(field.dims[axis]))
+        entry = field.dims[axis]
+        whole.update(entry_maps(entry))
+        if isinstance(entry, (Within, Merged)):  # (block positions: nearly never)
+            mixed.update(w.outer for w in entry_withins(entry))
     newly = whole - field.whole
     strided: dict[AxisMap, AxisMap | Within] = {}
     for kept in withins_among(dims):

@@ -473,7 +473,10 @@ def contracted_operand(state: State, keep: Sequence[int | None], contracted: Seq
     output dimension j takes (None: none); the contracted dimensions are read whole."""
     if not isinstance(state, Field):
         return state
-    return read_whole(state, contracted, tuple(None if d is None else state.dims[d] for d in keep))
+    dims, laid = state.dims, []
+    for d in keep:  # a loop, not a generator: every product's operands come here
+        laid.append(None if d is None else dims[d])
+    return read_whole(state, contracted, tuple(laid))
 
 
 @operator_rule("mm", "addmm", "bmm", "baddbmm", "_addmm_activation", "mv", "addmv", "dot")
@@ -570,9 +573,15 @@ def _encoder_layer(walk: Walk, op: OpNode) -> State:
 def _contracted_merge(walk: Walk, op: OpNode, operands: list, out: tuple[int, ...], added: Sequence = ()) -> State:
     """The union of matrix-product operands (tensor, keep, contracted: as `contracted_operand`) in
     an output of shape `out`, and of the `added` (state, shape) items (a bias)."""
-    states = [contracted_operand(walk.state(t), keep, contracted) for t, keep, contracted in operands]
-    items = [(s, out) for s in grids_mixed_alike(states)] + list(added)
-    return walk.merge(op, [(walk.settled(s) if isinstance(s, Field) else s, shape) for s, shape in items], out)
+    states = []
+    for t, keep, contracted in operands:  # plain loops: every product comes here
+        states.append(contracted_operand(walk.state(t), keep, contracted))
+    items = [(s, out) for s in grids_mixed_alike(states)]
+    items += added
+    settled = []
+    for s, shape in items:
+        settled.append((walk.settled(s) if isinstance(s, Field) else s, shape))
+    return walk.merge(op, settled, out)
 
 
 # The rules that move no index of a dimension of concatenated paths without saying so:

@@ -301,8 +301,10 @@ class Walk(PathsSideBySide):
                 return self.undefined(op, entry)
             # Parts no longer: another input (a mean over the channels) may read every path.
             dims.append(UNEVEN if isinstance(entry, Parts) else entry)
-        if len(fields) > 1 and any(isinstance(entry, Uneven) for entry in dims):
-            dims = _read_alike(fields, dims, paths.whole, paths.loose)
+        for entry in dims if len(fields) > 1 else ():  # a loop, not any() of a generator: every merge comes here
+            if isinstance(entry, Uneven):
+                dims = _read_alike(fields, dims, paths.whole, paths.loose)
+                break
         # An input that reads an outer map without its block position reads the whole block.
         gone = set()
         withins = withins_among(dims)
