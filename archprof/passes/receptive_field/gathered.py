@@ -61,14 +61,22 @@ class Gathered:
         resumes) are not asked again: those with such a map are kept, as the maps along the
         other axes may differ now."""
         maps = self.maps
-        if len(maps) < 2 or all(len(along) == 1 for along in maps.values()):
+        if len(maps) < 2:
+            return False
+        for along in maps.values():  # plain loops here: every merge of several fields comes here
+            if len(along) != 1:
+                break
+        else:
             return False
         for idle, axes in self._idling:
             if _joins_other_axis(idle, axes, maps):
                 return True
         while self._asked < len(self.fields):
-            own = [entry for entry in self.fields[self._asked][0].dims if type(entry) is AxisMap]
-            axes = {axis_map.axis for axis_map in own}
+            own, axes = [], set()
+            for entry in self.fields[self._asked][0].dims:
+                if type(entry) is AxisMap:
+                    own.append(entry)
+                    axes.add(entry.axis)
             idle: set[int] = set()
             for axis_map in own:
                 if not every_unit_reads(axis_map):

@@ -174,7 +174,10 @@ def _windowed(walk: Walk, op: OpNode, state: State, axes: list[int], windows: li
     """Tensor dimension axes[j] read through windows[j] (K, S, P, D) into the output's units
     there; along positions inside blocks (`Within`), block by block (`_windowed_blocks`)."""
     out = op.outputs[0].shape
-    in_blocks = [j for j, a in enumerate(axes) if isinstance(state, Field) and isinstance(state.dims[a], Within)]
+    in_blocks = []
+    for j, a in enumerate(axes) if isinstance(state, Field) else ():  # a loop, not a comprehension's call
+        if isinstance(state.dims[a], Within):
+            in_blocks.append(j)
     if in_blocks:
         state = _windowed_blocks(walk, op, state, [axes[j] for j in in_blocks], [windows[j] for j in in_blocks])
         rest = [j for j in range(len(axes)) if j not in in_blocks]
