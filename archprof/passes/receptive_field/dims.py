@@ -480,12 +480,17 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
     if len(axes) > 1:
         return "it mixes two spatial dimensions in one"
     if full:
-        key = (size, *dict.fromkeys(e for e, _ in entries))
+        distinct: dict[Dim, None] = {}
+        for entry, _ in entries:  # plain loops here, not generators: every sum of paths comes here
+            distinct[entry] = None
+        key = (size, *distinct)
         union = unions.get(key)
         if union is None:
             earlier = unions.get(key[:-1]) if len(key) > 3 else None
-            parents = (earlier, key[-1]) if earlier is not None else key[1:]
-            union = unions[key] = AxisMap(axes.pop(), size, tuple(_own_units(m, size) for m in parents))
+            links = []
+            for parent in (earlier, key[-1]) if earlier is not None else key[1:]:
+                links.append(_own_units(parent, size))
+            union = unions[key] = AxisMap(axes.pop(), size, tuple(links))
         return union
     links = [
         _own_units(e, size)
