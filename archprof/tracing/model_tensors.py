@@ -44,7 +44,7 @@ def own_tensors(named: list[tuple[str, torch.Tensor, bool]], recorder: Recorder)
     registered by name (no stand-ins)."""
     parameters: list[ParameterInfo] = []
     seen: set[int] = set()  # a tensor that is a parameter and a buffer too, under another name
-    register = recorder.register  # looked up once: a method a tensor, hundreds a model
+    register = recorder.register_held  # looked up once: a method a tensor, hundreds a model
     for name, tensor, is_buffer in named:
         key = id(tensor)
         if key not in seen:
@@ -164,7 +164,7 @@ def meta_stand_ins(
         if not is_buffer and tensor.requires_grad and (stand_in.is_floating_point() or stand_in.is_complex()):
             stand_in.requires_grad_(True)
         stand_ins[id(tensor)] = stand_in
-        meta = recorder.register(stand_in, "buffer" if is_buffer else "parameter", name)
+        meta = recorder.register_held(stand_in, "buffer" if is_buffer else "parameter", name)
         if target == tensor.dtype:  # a cast would leave a plain attribute viewing it in the old memory
             recorder.state_memory.add(tensor, meta.storage)  # which the stand-in's stands for
         parameters.append(_parameter_info(meta, tensor, is_buffer))

@@ -148,20 +148,42 @@ class Recorder(DispatchMode):
     # -- tensors -------------------------------------------------------------------------
 
     def register(self, tensor: torch.Tensor, kind: TensorKind, name: str = "", storage: int | None = None):
-        if storage is None:  # `new_storage`, inline: every tensor the trace makes comes here
-            storage = self._next_storage
-            self._next_storage = storage + 1
+        if kind in _HELD_THROUGHOUT:
+            return self.register_held(tensor, kind, name)
+        return self.register_made(tensor, storage, kind)
+
+    def register_held(self, tensor: torch.Tensor, kind: TensorKind, name: str = "") -> TensorMeta:
+        """A tensor the trace holds from start to end (`_HELD_THROUGHOUT`), in a storage of its
+        own: never watched, a holder never let go of (its views' deaths free nothing)."""
+        storage = self._next_storage
+        self._next_storage = storage + 1
         count = self._count
         self._count = count + 1
         meta = TensorMeta(count, tuple(tensor.shape), tensor.dtype, storage, kind, name)
         if name:
             self._named[name] = meta
             self.state_memory.add(tensor, storage)
-        if kind in _HELD_THROUGHOUT:  # a holder never let go of: its views' deaths free nothing
-            self._metas[id(tensor)] = meta
-            self._holders[storage] = self._holders.get(storage, 0) + 1
-        else:
-            self.bind(tensor, meta)
+        self._metas[id(tensor)] = meta
+        self._holders[storage] = 1
+        return meta
+
+    def register_made(self, tensor: torch.Tensor, storage: int | None, kind: TensorKind = "activation") -> TensorMeta:
+        """A tensor the forward made (or found), in `storage` (None: a new one), bound as `bind` binds it."""
+        if storage is None:  # `new_storage`, inline: every tensor the trace makes comes here
+            storage = self._next_storage
+            self._next_storage = storage + 1
+        count = self._count
+        self._count = count + 1
+        meta = TensorMeta(count, tuple(tensor.shape), tensor.dtype, storage, kind)
+        key = id(tensor)
+        if key not in self._metas:  # `bind`, inline
+            if self._kept is None:
+                reference = weakref.ref(tensor, self._on_death)  # `watch`, inline
+                self._watched[id(reference)] = (reference, key, storage)
+                self._holders[storage] = self._holders.get(storage, 0) + 1
+            else:
+                self._kept.append(tensor)
+        self._metas[key] = meta
         return meta
 
     def bind(self, tensor: torch.Tensor, meta: TensorMeta) -> None:
@@ -513,9 +535,9 @@ class Recorder(DispatchMode):
         if written is not None:
             outputs = self._filled(written, out)
         elif isinstance(out, torch.Tensor):
-            outputs = (self.register(out, "activation", "", storage),)
+            outputs = (self.register_made(out, storage),)
         else:
-            outputs = tuple([self.register(t, "activation", "", storage) for t in tensors_in(out)])
+            outputs = tuple([self.register_made(t, storage) for t in tensors_in(out)])
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
             if self.attribution is not None and module is not None and not module.path:
