@@ -300,7 +300,11 @@ class Recorder(DispatchMode):
 
     def enter(self, path: str, type_name: str, args) -> None:
         """A call of the module at `path` begins (the pre hook)."""
-        self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
+        count = self._call_counts.get(path, 0)  # `open_call`, inline: every module call comes here
+        self._call_counts[path] = count + 1
+        call = ModuleCall(path, type_name, count, len(self.calls), len(self.ops))
+        self.calls.append(call)
+        self._stack.append((call, args))
 
     def reached_as(self, paths: tuple[str, ...]) -> str:
         """Of a module's paths (`module_tree.reached_under`, its first first), the one the call
@@ -352,7 +356,7 @@ class Recorder(DispatchMode):
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
         if isinstance(output, torch.Tensor):
-            self.call_outputs[call.index] = (self.lookup(output),)
+            self.call_outputs[call.index] = (self._metas.get(id(output)) or self.lookup(output),)  # `lookup`, inline
         else:
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
 
@@ -420,7 +424,8 @@ class Recorder(DispatchMode):
         # go of inside (layer_norm's mean and rstd, in inference) its workspace. As in
         # `one_cpu_operator`, without a generator and a context manager made for every call.
         ops, released = len(self.ops), len(self.released)
-        output = self._dispatched(func, args)
+        with torch._C._DisableTorchDispatch():  # `_dispatched`, inline: a call fewer an answer
+            output = self.__torch_dispatch__(func, (), args, {})
         if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
             output = output[0]
         self._note_let_go_since(ops, released)
