@@ -26,6 +26,7 @@ from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.structure import tensors_in
+from archprof.tracing.math_bit_copies import MathBitCopies
 from archprof.tracing.meta_outputs import (
     COLUMN_MAJOR_ON_A_CPU,
     ONE_TENSOR_TWICE_ON_META,
@@ -120,9 +121,7 @@ class Recorder(DispatchMode):
         # The last exception an operator raised: what a TorchScript forward failed on, which
         # its interpreter hands on as a RuntimeError without its message or its type.
         self.failure: Exception | None = None
-        # A conjugate view's copy, for the next op: its storage and a weak reference to it.
-        self._resolved: tuple[int, weakref.ref] | None = None
-        self._users_copies = 0  # the user's copies running (`users_copy`)
+        self._math_bit_copies = MathBitCopies()
         # Without hooks (TorchScript): the forward's ops attributed by the parameters they read
         # (`start_root`); None where hooks record the module calls, and in a backward pass.
         self.attribution: ParameterOwners | None = None
@@ -568,37 +567,16 @@ class Recorder(DispatchMode):
                 origin,
             )
         )
-        if self._resolved is not None or info.name == "aten.clone":  # most ops: neither, no call
-            self._note_math_bits_resolved(info, tensors, out)
+        copies = self._math_bit_copies
+        if copies.waiting is not None or info.name == "aten.clone":  # most ops: neither, no call
+            workspace = copies.workspace_after(self.ops[-1], tensors, out)
+            if workspace is not None:
+                self.note_workspace((workspace,))
 
-    def _note_math_bits_resolved(self, info: OpInfo, tensors: list[torch.Tensor], out) -> None:
-        """Note the copy of a conjugate (or negative) view that PyTorch's math-bit fallback makes
-        for an operator that reads it (`grad.conj() * result.sgn()`, polar's gradient) as that
-        operator's workspace (`OpNode.workspace`): the fallback resolves the view inside the
-        operator's call and frees the copy as it returns, where the trace sees a `clone` of its
-        own. Known as a clone that drops the view's bit, read by the op recorded next, and not
-        the user's own copy (`x.conj().resolve_conj()`, read at once and maybe kept): one a call
-        of the user's made (`users_copy`), or, made under another name (`torch.ops.aten.clone`),
-        one with an autograd node, which the fallback's never has (it runs below autograd). A
-        user's copy that needs no grad, made under another name, is taken for the fallback's."""
-        resolved, self._resolved = self._resolved, None
-        if resolved is not None and any(t.storage == resolved[0] for t in self.ops[-1].inputs):
-            copy = resolved[1]()
-            if copy is None or copy.grad_fn is None:
-                self.note_workspace((resolved[0],))
-        if info.name == "aten.clone" and not self._users_copies and _drops_a_math_bit(tensors[0], out):
-            self._resolved = (self.ops[-1].outputs[0].storage, weakref.ref(out))
-
-    @contextmanager
-    def users_copy(self) -> Iterator[None]:
-        """Around a call of the user's that copies a tensor (`kernels._USERS_COPIES`: `resolve_conj`,
-        `clone`): its copy of a conjugate or negative view is the user's, however it is read, not
-        the math-bit fallback's (`_note_math_bits_resolved`)."""
-        self._users_copies += 1
-        try:
-            yield
-        finally:
-            self._users_copies -= 1
+    def users_copy(self) -> AbstractContextManager:
+        """Around a call of the user's that copies a tensor (`kernels._USERS_COPIES`): its copy is the
+        user's, not the math-bit fallback's (`MathBitCopies.users_copy`)."""
+        return self._math_bit_copies.users_copy()
 
     def _filled(self, written: list[torch.Tensor], out) -> tuple[TensorMeta, ...]:
         """The results of an out= call, each in the storage of the tensor it was written into
@@ -620,7 +598,3 @@ _OP_INFO: dict[Any, OpInfo] = {}
 def _shapes_of(args) -> tuple[tuple[int, ...], ...]:
     """The shapes of the tensors among a module call's arguments, for an error."""
     return tuple(tuple(a.shape) for a in tensors_in(args))
-
-
-def _drops_a_math_bit(source: torch.Tensor, copy: torch.Tensor) -> bool:
-    return (source.is_conj() and not copy.is_conj()) or (source.is_neg() and not copy.is_neg())
