@@ -49,8 +49,8 @@ Shortcut = Callable[[nn.Module, torch.Tensor], tuple | None]
 _ELSEWHERE = object()
 
 
-def _held(module: nn.Module, table: str, *names: str) -> list:
-    """`module.<name>` for each name, read from the module's `table` (`_parameters` or
+def _held(module: nn.Module, table: str, first: str, second: str) -> tuple:
+    """`module.<first>` and `module.<second>`, each read from the module's `table` (`_parameters` or
     `_buffers`), where its class keeps it: the value the forward's `self.<name>` reads. Python
     calls nn.Module's `__getattr__`, which searches the tables, only after its own lookup has
     failed and made an AttributeError with its message: a batch norm's four reads took 11.6
@@ -61,7 +61,11 @@ def _held(module: nn.Module, table: str, *names: str) -> list:
     or raises as it does."""
     own = module.__dict__
     held = own[table]
-    return [own[name] if name in own else held.get(name, _ELSEWHERE) for name in names]
+    # Two names, not a list of any number: no comprehension and its frame, at every call answered.
+    return (
+        own[first] if first in own else held.get(first, _ELSEWHERE),
+        own[second] if second in own else held.get(second, _ELSEWHERE),
+    )
 
 
 def _convolution(dims: int) -> Shortcut:
