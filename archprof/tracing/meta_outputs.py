@@ -102,7 +102,9 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
                 described.append(((), ()))
             strides = elementwise_strides(shapes[0], described)
             return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
-    outputs = [None if shape is None else _empty(shape, dtype) for shape in shapes]  # None: not asked for
+    outputs = []
+    for shape in shapes:  # a loop, not a comprehension: its function and frame made for every operator
+        outputs.append(None if shape is None else _empty(shape, dtype))  # None: not asked for
     deciding = info.deciding_operand
     if (
         deciding is not None

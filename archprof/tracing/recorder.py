@@ -26,6 +26,7 @@ from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.structure import tensors_in
+from archprof.tracing.call_words import call_text, input_shapes_text, shapes_of
 from archprof.tracing.math_bit_copies import MathBitCopies
 from archprof.tracing.meta_outputs import (
     COLUMN_MAJOR_ON_A_CPU,
@@ -43,7 +44,6 @@ from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
 from archprof.tracing.shortcuts import Shortcut, may_shortcut
 from archprof.tracing.state_memory import StateMemory
-from archprof.units import shapes_text
 
 # Assertions an exported program makes about its inputs: no data, no arithmetic, not a layer.
 _RUNTIME_CHECKS = frozenset(
@@ -62,18 +62,6 @@ class BeyondBounds(ArchprofError):
 
 # Tensors the trace itself holds from start to end: never watched for their release.
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
-
-
-def call_text(call: ModuleCall | None) -> str:
-    """A module call in words: "module 'layer1.0' (BasicBlock)", "the model (ResNet)" for its own."""
-    if call is None:
-        return "the model"
-    return f"module '{call.path}' ({call.type})" if call.path else f"the model ({call.type})"
-
-
-def input_shapes_text(shapes) -> str:
-    """The shapes a forward was given, for an error: "1x3x224x224", "(no tensor)"."""
-    return shapes_text(shapes) or "(no tensor)"
 
 
 class Recorder(DispatchMode):
@@ -376,7 +364,7 @@ class Recorder(DispatchMode):
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
         if exc is not None and not hasattr(exc, _RAISED_IN):
             with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attribute
-                setattr(exc, _RAISED_IN, (call, _shapes_of(args)))
+                setattr(exc, _RAISED_IN, (call, shapes_of(args)))
 
     def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, tuple] | None:
         """The innermost module call `exc` was raised in, with its input shapes; else the call
@@ -387,7 +375,7 @@ class Recorder(DispatchMode):
         if not self._stack:
             return None
         call, args = self._stack[-1]
-        return call, _shapes_of(args)
+        return call, shapes_of(args)
 
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = failure_reason(exc)
@@ -531,7 +519,10 @@ class Recorder(DispatchMode):
             tensors = info.slots.tensors(args, kwargs)
         # Before the outputs: an in-place op's output is a new version of its input tensor.
         known = self._metas.get  # `lookup`, its common case inline: a tensor seen before
-        inputs = tuple([known(id(tensor)) or self.lookup(tensor) for tensor in tensors])
+        read = []
+        for tensor in tensors:  # a loop, not a comprehension: its function and frame made for every op
+            read.append(known(id(tensor)) or self.lookup(tensor))
+        inputs = tuple(read)
         # A number where a tensor goes: the parser wrapped it (`_WRAPPED`).
         node_args, node_kwargs = info.slots.substituted(args, kwargs, inputs, _WRAPPED)
         # In-place ops and views live in their first input's storage.
@@ -541,7 +532,10 @@ class Recorder(DispatchMode):
         elif isinstance(out, torch.Tensor):
             outputs = (self.register_made(out, storage),)
         else:
-            outputs = tuple([self.register_made(t, storage) for t in tensors_in(out)])
+            made = []
+            for tensor in tensors_in(out):  # a loop, not a comprehension (as above)
+                made.append(self.register_made(tensor, storage))
+            outputs = tuple(made)
         if attributed is None:
             module = self._stack[-1][0] if self._stack else None
             if self.attribution is not None and module is not None and not module.path:
@@ -593,8 +587,3 @@ _WRAPPED = {float: WrappedFloat, int: WrappedInt}  # bool and complex ones (1 an
 
 # Per operator overload, read once per process: the schema and the catalogue do not change.
 _OP_INFO: dict[Any, OpInfo] = {}
-
-
-def _shapes_of(args) -> tuple[tuple[int, ...], ...]:
-    """The shapes of the tensors among a module call's arguments, for an error."""
-    return tuple(tuple(a.shape) for a in tensors_in(args))

@@ -35,6 +35,7 @@ from archprof.recursion import recursion_room
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
 from archprof.tracing.autocast_regions import autocast_regions, cpu_region_refused
+from archprof.tracing.call_words import input_shapes_text
 from archprof.tracing.model_state import Attributes, modes_put_back, put_back, set_mode, swap_in, tables
 from archprof.tracing.model_tensors import (
     buffer_minima,
@@ -50,7 +51,7 @@ from archprof.tracing.model_tensors import (
 from archprof.tracing.module_calls import attach_hooks, model_called
 from archprof.tracing.module_tree import canonical_paths, owners, type_name, walked
 from archprof.tracing.parameter_attribution import ParameterOwners
-from archprof.tracing.recorder import BeyondBounds, Recorder, input_shapes_text
+from archprof.tracing.recorder import BeyondBounds, Recorder
 from archprof.tracing.replay import Replays
 from archprof.tracing.script_calls import ScriptCode
 from archprof.tracing.script_copies import saved_and_loaded
