@@ -264,10 +264,16 @@ class Recorder(DispatchMode):
         `released` storages let go of: what its ops made and let go of, its workspace."""
         if len(self.released) == released:  # nearly always (a convolution, an activation): nothing let go of
             return
-        let_go = {storage for storage, _ in self.released[released:]}
-        made = dict.fromkeys([tensor.storage for op in self.ops[ops:] for tensor in op.outputs])
+        let_go = set()
+        for storage, _ in self.released[released:]:  # loops, not comprehensions: every batch norm comes here
+            let_go.add(storage)
         # In the order made: a shortcut's outputs are let go of in another order than its forward's.
-        self.note_workspace([storage for storage in made if storage in let_go])
+        workspace = []
+        for op in self.ops[ops:]:
+            for tensor in op.outputs:
+                if tensor.storage in let_go and tensor.storage not in workspace:
+                    workspace.append(tensor.storage)
+        self.note_workspace(workspace)
 
     def note_workspace(self, storages: Iterable[int]) -> None:
         """Note `storages` as the workspace of the op recorded last (`OpNode.workspace`)."""

@@ -118,7 +118,9 @@ def _then_children(shortcut: Shortcut, *names: str) -> Shortcut:
     """`shortcut`'s operator, then the children `names` called in turn on its output."""
 
     def call(module: nn.Module, x: torch.Tensor):
-        children = [module._modules.get(name) for name in names]
+        children = []
+        for name in names:  # a loop, not a comprehension: its function and frame made at every call
+            children.append(module._modules.get(name))
         if None in children:  # one deleted or set to None: the forward's own error
             return None
         answer = shortcut(module, x)
