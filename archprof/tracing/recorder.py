@@ -293,11 +293,7 @@ class Recorder(DispatchMode):
 
     def enter(self, path: str, type_name: str, args) -> None:
         """A call of the module at `path` begins (the pre hook)."""
-        count = self._call_counts.get(path, 0)  # `open_call`, inline: every module call comes here
-        self._call_counts[path] = count + 1
-        call = ModuleCall(path, type_name, count, len(self.calls), len(self.ops))
-        self.calls.append(call)
-        self._stack.append((call, args))
+        self._stack.append((self.open_call(path, type_name, len(self.ops)), args))
 
     def reached_as(self, paths: tuple[str, ...]) -> str:
         """Of a module's paths (`module_tree.reached_under`, its first first), the one the call
@@ -417,8 +413,7 @@ class Recorder(DispatchMode):
         # go of inside (layer_norm's mean and rstd, in inference) its workspace. As in
         # `one_cpu_operator`, without a generator and a context manager made for every call.
         ops, released = len(self.ops), len(self.released)
-        with torch._C._DisableTorchDispatch():  # `_dispatched`, inline: a call fewer an answer
-            output = self.__torch_dispatch__(func, (), args, {})
+        output = self._dispatched(func, args)
         if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
             output = output[0]
         self._note_let_go_since(ops, released)
