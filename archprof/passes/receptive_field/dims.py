@@ -174,14 +174,17 @@ def plain(state: State) -> State:
     return state
 
 
-def read_alike_along(state: State, axis: int) -> State:
-    """`state` with its indices along dimension `axis` read alike (None there): where they
-    already are (channels, nearly always), the state itself, not an equal copy
-    (`layout.paths_side_by_side` asks it of every path it places side by side: a DenseNet
-    block's concatenations, of every layer's so far)."""
-    if not isinstance(state, Field) or state.dims[axis] is None:
-        return state
-    return state.with_dims((*state.dims[:axis], None, *state.dims[axis + 1 :]))
+def read_alike_along(states: list[State], axis: int) -> list[State]:
+    """`states` with their indices along dimension `axis` read alike (None there): where one's
+    already are (channels, nearly always), the state itself, not an equal copy. A loop, not
+    a call per state: `layout.paths_side_by_side` asks it of every path it places side by
+    side (a DenseNet block's concatenations, of every layer's so far)."""
+    alike = []
+    for state in states:
+        if isinstance(state, Field) and state.dims[axis] is not None:
+            state = state.with_dims((*state.dims[:axis], None, *state.dims[axis + 1 :]))
+        alike.append(state)
+    return alike
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
