@@ -1,10 +1,13 @@
 """The receptive-field walk's shortcuts give what its general roads give: each test fails
 where its shortcut is broken on purpose."""
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archprof
-from archprof.passes.receptive_field import tensor_fields
+from archprof.analysis import group_layers
+from archprof.passes.receptive_field import receptive_field_columns, tensor_fields, walk
 from archprof.passes.receptive_field.dims import Field, Undefined
 
 
@@ -34,3 +37,34 @@ def test_an_in_place_write_undefines_the_other_views_of_its_storage_only():
     assert isinstance(view, Undefined) and "another view of this tensor's storage" in view.reason
     assert isinstance(fields[added.inputs[0].id], Field)  # the version the sum replaced keeps its field
     assert isinstance(fields[added.outputs[0].id], Field)
+
+
+class _DenseBlock(nn.Module):
+    """DenseNet's block: each layer reads all the maps before it, concatenated, and each
+    concatenation begins with the one before's inputs (`gathered.gathered` resumes it). Each
+    layer reads the concatenation one unit on (cropped on the near side, padded on the far):
+    where its unit 0's field begins, the first map's unit 1 alone reads, the concatenation's
+    first path (a resumed merge that lost it would begin later)."""
+
+    def __init__(self, layers: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.layers = nn.ModuleList(nn.Conv2d(4 * (i + 1), 4, 1) for i in range(layers))
+
+    def forward(self, x):
+        maps = [self.stem(x)]
+        for layer in self.layers:
+            maps.append(layer(F.pad(torch.cat(maps, 1), (-1, 1, -1, 1))).relu())
+        return torch.cat(maps, 1).mean((2, 3))
+
+
+def test_concatenations_that_resume_the_last_merge_give_the_fields_of_a_merge_anew(monkeypatch):
+    """A merge that resumes the one before adds its entries to those that one gathered
+    (`dims.Entries`), and asks only of them: the same fields as each gathered anew."""
+    result = archprof.analyze(_DenseBlock(), input_size=(3, 20, 20))
+    graph, groups = result.graph, group_layers(result.graph)
+    resumed = receptive_field_columns(graph, groups)
+    assert set(resumed["receptive_field_start"]) == {(-1, -1), (1, 1), None}  # the stem's, the layers', the mean's
+    merged = walk.gathered
+    monkeypatch.setattr(walk, "gathered", lambda last, fields, ndim: merged(None, fields, ndim))
+    assert receptive_field_columns(graph, groups) == resumed
