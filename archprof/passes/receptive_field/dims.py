@@ -174,14 +174,17 @@ def plain(state: State) -> State:
     return state
 
 
-def read_alike_along(state: State, axis: int) -> State:
-    """`state` with its indices along dimension `axis` read alike (None there): where they
-    already are (channels, nearly always), the state itself, not an equal copy
-    (`layout.paths_side_by_side` asks it of every path it places side by side: a DenseNet
-    block's concatenations, of every layer's so far)."""
-    if not isinstance(state, Field) or state.dims[axis] is None:
-        return state
-    return state.with_dims((*state.dims[:axis], None, *state.dims[axis + 1 :]))
+def read_alike_along(states: list[State], axis: int) -> list[State]:
+    """`states` with their indices along dimension `axis` read alike (None there): where one's
+    already are (channels, nearly always), the state itself, not an equal copy. A loop, not
+    a call per state: `layout.paths_side_by_side` asks it of every path it places side by
+    side (a DenseNet block's concatenations, of every layer's so far)."""
+    alike = []
+    for state in states:
+        if isinstance(state, Field) and state.dims[axis] is not None:
+            state = state.with_dims((*state.dims[:axis], None, *state.dims[axis + 1 :]))
+        alike.append(state)
+    return alike
 
 
 def entry_maps(entry: Dim) -> list[AxisMap]:
@@ -441,48 +444,68 @@ WHOLE = Extent("whole input")
 State = Field | Extent | Undefined | None
 
 
-def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple, AxisMap]) -> Dim | str:
+_ALONG_NO_ONE_AXIS = (*SPLIT, Uneven)  # the entries that `Entries` does not ask for their axis
+
+
+class Entries:
+    """One output dimension's entries for `merge_entries`, each with its input's size there
+    (`items`), and what it asks of them, found as each is added: the distinct entries in
+    order; whether every size is the first's; the input axis of the first map and whether
+    every map's is it; whether an entry is flattened or split, or reads unevenly. A merge
+    that resumes the last one's (`gathered.Gathered`: a DenseNet block's concatenations,
+    each of every layer's output so far) asks only of the entries it adds. Flags, not sets:
+    a sum of two paths makes one per dimension."""
+
+    __slots__ = ("axis", "distinct", "items", "one_axis", "one_size", "split", "uneven")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Dim, int]] = []
+        self.distinct: dict[Dim, None] = {}
+        self.axis: int | None = None  # the first map's (None: no entry is a map)
+        self.one_axis = self.one_size = True
+        self.split = self.uneven = False
+
+    def add(self, entry: Dim, n: int) -> None:
+        items = self.items
+        if items and n != items[0][1]:
+            self.one_size = False
+        items.append((entry, n))
+        self.distinct[entry] = None
+        if type(entry) is AxisMap or not isinstance(entry, _ALONG_NO_ONE_AXIS):  # (nearly always a map: first)
+            if self.axis is None:
+                self.axis = entry.axis
+            elif entry.axis != self.axis:
+                self.one_axis = False
+        elif isinstance(entry, SPLIT):
+            self.split = True
+        else:
+            self.uneven = True
+
+
+def merge_entries(entries: Entries | None, size: int, unions: dict[tuple, AxisMap]) -> Dim | str:
     """One output dimension of `size` units from the inputs' entries along it (each with the
-    input's size there: 1 means broadcast); a str says why it cannot be placed.
+    input's size there: 1 means broadcast; None: none); a str says why it cannot be placed.
 
     Where every input is read unit for unit, the union of the same maps is made once
     (`unions`, per walk), and a union of maps whose first ones were united before reads that
     union and the last: a DenseNet block's concatenations, each of all the block's maps so
     far, then cost a link each rather than one per map (densenet121's fields: a quarter of
     its analysis before). The fields are the same, a union's hull being the hull of its parts."""
-    if not entries:
+    if entries is None:
         return None
-    # One loop for every question asked of the entries: a DenseNet block's concatenation
-    # has one per layer so far.
-    first = entries[0][0]
-    same = full = True
-    split = uneven = False
-    axes = set()
-    for entry, n in entries:
-        same = same and entry == first and n == size
-        full = full and n == size
-        if type(entry) is AxisMap:  # (nearly always: first)
-            axes.add(entry.axis)
-        elif isinstance(entry, SPLIT):
-            split = True
-        elif isinstance(entry, Uneven):
-            uneven = True
-        else:
-            axes.add(entry.axis)
-    if same:
-        return first
-    if uneven:
-        if not split and not axes:
+    distinct, axis = entries.distinct, entries.axis
+    full = entries.one_size and entries.items[0][1] == size  # every input read unit for unit
+    if full and len(distinct) == 1:
+        return entries.items[0][0]
+    if entries.uneven:
+        if not entries.split and axis is None:
             return UNEVEN  # different concatenations of paths: the union of all
         return "it mixes a dimension whose indices read different fields with a spatial one"
-    if split:
-        return _merged_parts(entries, unions) if full else _MIXES_SPLIT
-    if len(axes) > 1:
+    if entries.split:
+        return _merged_parts(entries.items, unions) if full else _MIXES_SPLIT
+    if not entries.one_axis:
         return "it mixes two spatial dimensions in one"
     if full:
-        distinct: dict[Dim, None] = {}
-        for entry, _ in entries:  # plain loops here, not generators: every sum of paths comes here
-            distinct[entry] = None
         key = (size, *distinct)
         union = unions.get(key)
         if union is None:
@@ -490,15 +513,15 @@ def merge_entries(entries: list[tuple[Dim, int]], size: int, unions: dict[tuple,
             links = []
             for parent in (earlier, key[-1]) if earlier is not None else key[1:]:
                 links.append(_own_units(parent, size))
-            union = unions[key] = AxisMap(axes.pop(), size, tuple(links))
+            union = unions[key] = AxisMap(axis, size, tuple(links))
         return union
     links = [
         _own_units(e, size)
         if n == size
         else Link(e, _first, None, why="broadcast along a spatial dimension")  # every unit reads unit 0
-        for e, n in dict.fromkeys(entries)
+        for e, n in dict.fromkeys(entries.items)
     ]
-    return AxisMap(axes.pop(), size, tuple(links))
+    return AxisMap(axis, size, tuple(links))
 
 
 # Why `merge_entries` leaves a merge of flattened or split dimensions undefined (the row's note).
@@ -520,7 +543,7 @@ def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) 
         if not all(queues):
             return _SPLIT_DIFFERENTLY
         size = min(queue[0][1] for queue in queues)
-        here: list[tuple[Dim, int]] = []
+        here: Entries | None = None
         for queue in queues:
             entry, n = queue.pop(0)
             if n != size:
@@ -528,7 +551,9 @@ def _merged_parts(entries: list[tuple[Dim, int]], unions: dict[tuple, AxisMap]) 
                     return _SPLIT_DIFFERENTLY
                 queue.insert(0, (None, n // size))  # positions that read alike: split as the others are
             if entry is not None:
-                here.append((entry, size))
+                if here is None:
+                    here = Entries()
+                here.add(entry, size)
         part = merge_entries(here, size, unions)
         if isinstance(part, str):
             return part

@@ -3,14 +3,15 @@ entries, the maps read whole or kept at one unit, and whether a path with units 
 no pixel along one axis joins its map along another to that axis's union
 (`Gathered.idle_along_one_axis`). A merge whose fields begin with those of the merge before
 it resumes from what that one gathered (`gathered`): a DenseNet block's concatenations, each
-of every layer's output so far, then gather each layer's field, and ask its maps whether
-every unit reads, once, not once per later concatenation."""
+of every layer's output so far, then gather each layer's field, ask its entries what their
+merge needs to know, and ask its maps whether every unit reads, once, not once per later
+concatenation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from archprof.passes.receptive_field.dims import Dim, Field, Parts
+from archprof.passes.receptive_field.dims import Entries, Field, Parts
 from archprof.passes.receptive_field.maps import AxisMap
 
 Shaped = tuple[Field, tuple[int, ...]]  # a merged field, with its input's shape
@@ -19,7 +20,8 @@ Shaped = tuple[Field, tuple[int, ...]]  # a merged field, with its input's shape
 class Gathered:
     """Of `fields` merged into an output of `len(along)` dimensions: per output dimension
     the entries of each field along it, with its input's size there (aligned on the last
-    dimensions, as NumPy broadcasts); the maps read whole (`whole`) and kept at one unit
+    dimensions, as NumPy broadcasts), and what `merge_entries` asks of them (`dims.Entries`;
+    None where no field has one there); the maps read whole (`whole`) and kept at one unit
     (`loose`, in order); whether an entry holds paths side by side (`parted`); per input
     axis, the maps the fields have as dimensions of their own (`maps`)."""
 
@@ -27,7 +29,7 @@ class Gathered:
 
     def __init__(self, ndim: int) -> None:
         self.fields: list[Shaped] = []
-        self.along: list[list[tuple[Dim, int]]] = [[] for _ in range(ndim)]
+        self.along: list[Entries | None] = [None] * ndim  # made at a dimension's first entry
         self.whole: set[AxisMap] = set()
         self.loose: dict[AxisMap, None] = {}
         self.parted = False
@@ -41,7 +43,10 @@ class Gathered:
         along, offset = self.along, len(self.along) - len(shape)
         for k, entry in enumerate(field.dims):
             if entry is not None and k + offset >= 0:
-                along[k + offset].append((entry, shape[k]))
+                entries = along[k + offset]
+                if entries is None:
+                    entries = along[k + offset] = Entries()
+                entries.add(entry, shape[k])
                 self.parted = self.parted or type(entry) is Parts
             if type(entry) is AxisMap:
                 self.maps.setdefault(entry.axis, set()).add(entry)

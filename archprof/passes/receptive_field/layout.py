@@ -155,17 +155,16 @@ def paths_side_by_side(
     # times); along `axis` no input axis runs, so its size there does not matter.
     distinct = list({id(s): s for s in states}.values())
     one = (*out[:axis], 1, *out[axis + 1 :])
-    items = [(read_alike_along(s, axis), one) for s in distinct]
+    items = [(s, one) for s in read_alike_along(distinct, axis)]
     merged = walk.merge(op, items, out)
     if merged is WHOLE and at_spatial_position(axis, len(out), len(walk.extents)):  # beside units that read less
         merged = walk.as_field(merged, len(out)) if any(s is not WHOLE for s in distinct) else merged
-    alike = all(not isinstance(s, Field) or s.dims[axis] is None for s in distinct) and all(
-        s == distinct[0] for s in distinct
-    )
-    if alike or not isinstance(merged, Field):
-        return merged
-    parts = Parts(tuple(sizes), tuple(states), axis, merged)
-    return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
+    # A loop, not all() of generators: a DenseNet block's paths differ from the second on.
+    for state in distinct if isinstance(merged, Field) else ():
+        if state != distinct[0] or (isinstance(state, Field) and state.dims[axis] is not None):
+            parts = Parts(tuple(sizes), tuple(states), axis, merged)
+            return merged.with_dims((*merged.dims[:axis], parts, *merged.dims[axis + 1 :]))
+    return merged  # no field, or one path read alike along `axis`
 
 
 def _cut_parts(walk: Walk, op: OpNode, parts: Parts, out: tuple[int, ...], offset: int, step: int) -> State:
@@ -219,12 +218,13 @@ def _cat(walk: Walk, op: OpNode) -> State:
     tensors = [t for t in op.args[0] if isinstance(t, TensorMeta) and t.shape != (0,)]
     out = op.outputs[0].shape
     axis = op.argument(1, "dim", 0) % len(out)
-    states = [walk.state(t) for t in tensors]
+    # No call per path that a plain test answers (a field settles only where it reads a map whole): DenseNet's.
+    states = [walk.fields.get(t.id) for t in tensors]
     entries = [s.dims[axis] if isinstance(s, Field) else None for s in states]
-    whole = [s is WHOLE or (isinstance(s, Field) and walk.settled(s) is WHOLE) for s in states]
+    whole = [walk.settled(s) is WHOLE if isinstance(s, Field) and s.whole else s is WHOLE for s in states]
     if any(whole) and all(w or s is None for w, s in zip(whole, states, strict=True)):
         return _beside_whole(walk, whole, [t.shape[axis] for t in tensors], axis, out)
-    if all(along_no_axis(e) for e in entries):
+    if entries.count(None) == len(entries) or all(along_no_axis(e) for e in entries):  # plain channels: the first
         return paths_side_by_side(walk, op, states, [t.shape[axis] for t in tensors], axis, out)
     flat = [e for e in entries if isinstance(e, FLAT)]
     tokens = len(flat) == 1 and all(e is None or e is flat[0] for e in entries)  # a class token and patches

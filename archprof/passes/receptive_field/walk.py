@@ -73,6 +73,7 @@ class Walk(PathsSideBySide):
         # storage -> tensors seen in it, built only when an in-place write needs it
         self._members: defaultdict[int, list[TensorMeta]] = defaultdict(list)
         self._indexed = -1  # ops indexed so far (-1: not even the inputs)
+        self._written_storages: set[int] = set()  # the storages some op writes in place: the ones indexed
         # an in-place result's id -> the id of the version it replaced (same tensor object)
         self._replaced: dict[int, int] = {}
         # (size, parents) -> the map reading each parent unit for unit: see `merge_entries`
@@ -200,17 +201,24 @@ class Walk(PathsSideBySide):
 
     def _storage_members(self, upto: int) -> dict[int, list[TensorMeta]]:
         """Storage -> the tensors seen in it among the graph's inputs and the ops before op
-        `upto`, indexed as far as asked, once."""
-        members = self._members
+        `upto`, indexed as far as asked, once. Only the storages some op writes in place are
+        indexed (`_written` asks of no other): most tensors are in none of them, and a test
+        costs less than an entry (a ResNet's residual adds index nearly the whole graph)."""
+        members, ops = self._members, self.graph.ops
         if self._indexed < 0:
+            self._written_storages = {op.inputs[0].storage for op in ops if op.writes_input and op.inputs}
             for tensor in self.graph.inputs:
-                members[tensor.storage].append(tensor)
+                if tensor.storage in self._written_storages:
+                    members[tensor.storage].append(tensor)
             self._indexed = 0
-        for earlier in self.graph.ops[self._indexed : upto]:
+        written = self._written_storages
+        for earlier in ops[self._indexed : upto]:
             for tensor in earlier.inputs:
-                members[tensor.storage].append(tensor)
+                if tensor.storage in written:
+                    members[tensor.storage].append(tensor)
             for tensor in earlier.outputs:
-                members[tensor.storage].append(tensor)
+                if tensor.storage in written:
+                    members[tensor.storage].append(tensor)
         self._indexed = max(self._indexed, upto)
         return members
 
