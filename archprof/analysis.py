@@ -11,7 +11,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from operator import attrgetter
+from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -497,15 +497,22 @@ def _row_columns(groups: list[LayerGroup]) -> dict[str, list]:
         module_type.append(group.module_type)
         call.append(group.call)
         depth.append(group.depth)
-        names = []
-        for op in group.ops:
-            names.append(op.op)
-        operators.append(_operator_names(tuple(names)) if names else ())
         shapes = []
         for tensor in group.outputs:
             shapes.append(tensor.shape)
         output_shape.append(shapes_text(shapes))
-        activation_bytes.append(sum(map(_nbytes, group.made_outputs)))
+        if not group.ops:  # an op-less row (timm's Identity: a third of some rows) runs and makes nothing
+            operators.append(())
+            activation_bytes.append(0)
+            continue
+        names = []
+        for op in group.ops:
+            names.append(op.op)
+        operators.append(_operator_names(tuple(names)))
+        made = 0
+        for tensor in group.made_outputs:
+            made += prod(tensor.shape) * tensor.dtype.itemsize  # their bytes, without nbytes' call each
+        activation_bytes.append(made)
     return {
         "layer": layer,
         "module_type": module_type,
@@ -515,9 +522,6 @@ def _row_columns(groups: list[LayerGroup]) -> dict[str, list]:
         "output_shape": output_shape,
         "activation_bytes": activation_bytes,
     }
-
-
-_nbytes = attrgetter("nbytes")  # per row: no generator's frame
 
 
 @functools.lru_cache(maxsize=1024)

@@ -4,7 +4,6 @@ everywhere else)."""
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 import re
@@ -109,7 +108,7 @@ def human_value(unit: str, value: int, binary: bool = False) -> str:
 
 def shape_text(dims: Sequence[int]) -> str:
     """(1, 3, 224, 224) -> '1x3x224x224'; a scalar's () -> '()'."""
-    return _tuple_text(tuple(dims))
+    return _SHAPE_TEXTS[tuple(dims)]
 
 
 def whole_number(value: object) -> int | None:
@@ -145,15 +144,25 @@ def tensor_text(shape: Sequence[int], dtype) -> str:
 def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
     """Several shapes, as archprof prints them: '1x3x32x32, 1x10'."""
     if type(shapes) is list and len(shapes) == 1:  # a report row's one shape (most rows'): no join, half its time
-        return _tuple_text(tuple(shapes[0]))
-    return ", ".join([_tuple_text(tuple(shape)) for shape in shapes])
+        return _SHAPE_TEXTS[tuple(shapes[0])]
+    return ", ".join([_SHAPE_TEXTS[tuple(shape)] for shape in shapes])
 
 
-@functools.lru_cache(maxsize=4096)
-def _tuple_text(dims: tuple[int, ...]) -> str:
-    # A report writes each of its few dozen shapes many times (each row's input and output
-    # shapes): joining them anew was a tenth of its passes.
-    return "x".join(map(str, dims)) if dims else "()"  # a scalar (a loss, a sum): not an empty cell
+class _ShapeTexts(dict):
+    """A shape -> its text, each made once: a report writes each of its few dozen shapes many
+    times (each row's input and output shapes), and joining them anew was a tenth of its
+    passes. A dict read by subscript, not an lru_cache: a hit is a lookup, without the cache's
+    call and its list of recent keys (a third of the instructions). Emptied when full, so that
+    a process that analyses many models at many sizes holds at most a few thousand."""
+
+    def __missing__(self, dims: tuple[int, ...]) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        text = self[dims] = "x".join(map(str, dims)) if dims else "()"  # a scalar (a loss, a sum): not an empty cell
+        return text
+
+
+_SHAPE_TEXTS = _ShapeTexts()
 
 
 def human_bytes(value: int, binary: bool = False) -> str:

@@ -13,9 +13,8 @@ forward: a first layer computes no input gradient, a frozen layer no weight grad
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
-from archprof.graph import Graph, OpNode, TensorMeta
+from archprof.graph import Graph, OpNode, TensorMeta, value_record
 from archprof.operators.costs import convolution_backward_parts
 from archprof.passes.flops import op_cost, shaped_arguments
 from archprof.passes.layers import LayerGroup
@@ -25,7 +24,7 @@ from archprof.passes.layers import LayerGroup
 _LSTM_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward"
 
 
-@dataclass(frozen=True, slots=True)
+@value_record  # one per backward op: not frozen, whose __init__ sets each field through object.__setattr__
 class BackwardShare:
     """What one backward-pass op adds to its row's columns."""
 
@@ -110,11 +109,22 @@ def weight_storages(graph: Graph) -> set[int]:
     weight, a weight-normalised layer's g v / |v|, a relative-position bias an MLP computes
     from fixed coordinates): their gradients go to parameters only, none on to an input."""
     weights: set[int] = set()
-    for op in graph.ops:
-        weights.update(t.storage for t in op.inputs if t.kind == "parameter")
-        if op.inputs and all(t.storage in weights or t.kind in _FIXED for t in op.inputs):
-            weights.update(t.storage for t in op.outputs)
+    for op in graph.ops:  # plain loops, not generators under update() and all(): a call each, per op
+        for tensor in op.inputs:
+            if tensor.kind == "parameter":
+                weights.add(tensor.storage)
+        if op.inputs and _made_of(op.inputs, weights):
+            for tensor in op.outputs:
+                weights.add(tensor.storage)
     return weights
+
+
+def _made_of(inputs: tuple[TensorMeta, ...], weights: set[int]) -> bool:
+    """Whether every one of `inputs` is a weight (of `weights`) or holds no activation."""
+    for tensor in inputs:  # noqa: SIM110 (a loop: all() of a generator costs more, for every forward op)
+        if tensor.storage not in weights and tensor.kind not in _FIXED:
+            return False
+    return True
 
 
 _FIXED = ("buffer", "constant")  # tensors a weight may be made with that hold no activation

@@ -87,9 +87,16 @@ def _op_run(graph: Graph, run: list[OpNode], leaves: frozenset[str]) -> tuple[tu
         outputs = run[-1].outputs[:1]
     elif call.path in leaves:
         outputs = returned
-    else:
-        made = {t.id for op in run for t in op.outputs}
-        outputs = tuple([t for t in returned if t.id in made]) or run[-1].outputs[:1]
+    else:  # plain loops, not a comprehension's call each: a container's run (a residual add, timm's SE gate)
+        made = set()
+        for op in run:
+            for tensor in op.outputs:
+                made.add(tensor.id)
+        kept = []
+        for tensor in returned:
+            if tensor.id in made:
+                kept.append(tensor)
+        outputs = tuple(kept) or run[-1].outputs[:1]
     return (run[0].index, 1, 0), LayerGroup(call.path, call.type, call.call, tuple(run), outputs)
 
 
@@ -169,8 +176,8 @@ def _first_window(ops: tuple[OpNode, ...]) -> str:
         where = _WINDOWED.get(op.op)
         if where is None:
             continue
-        window = op.inputs[1].shape[2:] if where == "weight" else expand(op.args[1], where)
-        window = window[window_lead(op, ops) :]
+        # A convolution's window is all its own: `window_lead` looks at poolings only.
+        window = op.inputs[1].shape[2:] if where == "weight" else expand(op.args[1], where)[window_lead(op, ops) :]
         if window:
             return shape_text(window)
     return ""

@@ -13,9 +13,7 @@ on a 10 x 32 sequence 57,216 (14,720 before)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from archprof.graph import Graph
+from archprof.graph import Graph, value_record
 from archprof.passes.layers import LayerGroup
 from archprof.passes.liveness import Liveness, liveness, model_state_storages
 
@@ -56,7 +54,7 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
     return {t.storage: live.storage_bytes.get(t.storage, t.nbytes) for t in graph.saved if t.storage not in state}
 
 
-@dataclass(frozen=True, slots=True)
+@value_record  # one per saved storage: not frozen, whose __init__ sets each field through object.__setattr__
 class SavedStorage:
     """An activation storage autograd saved, as `saved_activation_bytes` counts it."""
 
