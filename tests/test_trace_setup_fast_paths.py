@@ -106,6 +106,8 @@ def test_the_attributes_noted_are_each_modules_but_a_scriptmodules_and_a_torch_n
     model = _model()
     model[1].seen = [1, 2]  # a list of its own: its contents kept apart
     model[0].cache = [3]  # a torch.nn class's: not
-    held = {module: contents for module, _, contents in Attributes.of(walked(model).modules).held}
-    assert set(held) == {module for module in model.modules() if not isinstance(module, torch.jit.ScriptModule)}
-    assert held[model[1]] == {"seen": [1, 2]} and held[model[0]] == {}
+    attributes = Attributes.of(walked(model).modules)
+    held = [id(state) for state, _ in attributes.held]
+    assert held == [id(vars(module)) for module in model.modules() if not isinstance(module, torch.jit.ScriptModule)]
+    [(container, contents)] = attributes.contents
+    assert container is model[1].seen and contents == [1, 2] and contents is not container
