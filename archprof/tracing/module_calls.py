@@ -55,7 +55,9 @@ def attach_hooks(
             restore.plain.append(state)
         else:
             restore.own.append((state, own_forward))
-        pre_hooks, hooks = module._forward_pre_hooks, module._forward_hooks
+        # Read from its attributes: each read of a module's (nn.Module has a `__getattr__`) costs a
+        # few hundred machine instructions, its `__dict__` itself about a thousand.
+        pre_hooks, hooks = state["_forward_pre_hooks"], state["_forward_hooks"]
         if hooks:
             handles.append(module.register_forward_hook(recorder.post_hook))
         # A forward of the module's own runs: the recorded forward hides it from `reaches_as_defined`.
@@ -66,10 +68,10 @@ def attach_hooks(
                 class_shortcuts[cls] = class_shortcut(cls)
             shortcut = class_shortcuts[cls]
         # A lone layer is as quick to run as to copy.
-        watched = replays if module._modules else None
+        watched = replays if state["_modules"] else None
         named = paths.get(id(module), path) if paths else path  # nearly always none reached twice
         forward = _RecordedForward(
-            module, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
+            module, state, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
         )
         if pre_hooks:
             forward.entered_by_hook = True
@@ -121,6 +123,7 @@ class _RecordedForward:
 
     __slots__ = (
         "__wrapped__",
+        "attributes",
         "depths",
         "entered_by_hook",
         "module",
@@ -135,6 +138,7 @@ class _RecordedForward:
     def __init__(
         self,
         module: torch.nn.Module,
+        attributes: dict,
         path: str | tuple[str, ...],
         type_name: str,
         forward: Callable,
@@ -144,6 +148,7 @@ class _RecordedForward:
         replays: Replays | None,
     ) -> None:
         self.module = module
+        self.attributes = attributes  # its `__dict__`, which its shortcut reads (`archprof.tracing.shortcuts.Shortcut`)
         self.path = path
         self.type_name = type_name
         self.__wrapped__ = forward
@@ -180,8 +185,13 @@ class _RecordedForward:
         path = recorder.running_path() if self.entered_by_hook else self._opened(args, kwargs)
         output = start = None
         try:
-            if self.shortcut is not None and len(args) == 1 and not kwargs and reaches_as_defined(self.module, self):
-                output = recorder.answer_directly(self.module, args[0], self.shortcut)
+            if (
+                self.shortcut is not None
+                and len(args) == 1
+                and not kwargs
+                and reaches_as_defined(type(self.module), self.attributes, self)
+            ):
+                output = recorder.answer_directly(self.attributes, args[0], self.shortcut)
             elif self.replays is not None:
                 output, start = self.replays.answer(self.module, path, args, kwargs)
             if output is None:

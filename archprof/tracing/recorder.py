@@ -399,13 +399,17 @@ class Recorder(DispatchMode):
 
     # -- operators -----------------------------------------------------------------------
 
-    def answer_directly(self, module: torch.nn.Module, x, shortcut: Shortcut) -> torch.Tensor | None:
-        """The module's output, its operator recorded as its forward would have reached it
-        (and the children the forward then calls, called on its output); None where the
-        shortcut does not know the call (the forward runs instead)."""
+    def answer_directly(self, own: dict[str, Any], x, shortcut: Shortcut) -> torch.Tensor | None:
+        """The output of the module whose attributes are `own` (its `__dict__`), its operator
+        recorded as its forward would have reached it (and the children the forward then calls,
+        called on its output); None where the shortcut does not know the call (the forward runs
+        instead)."""
         if not may_shortcut(x):
             return None
-        call = shortcut(module, x)
+        try:
+            call = shortcut(own, x)
+        except KeyError:  # an attribute the module does not hold itself: the forward reads it as Python does
+            return None
         if call is None:
             return None
         func, args, *children = call
