@@ -54,3 +54,20 @@ def test_an_attribute_the_module_lacks_is_pytorchs_own_error():
     del relu.inplace
     with pytest.raises(ArchprofError, match="'ReLU' object has no attribute 'inplace'"):
         trace(nn.Sequential(relu).eval(), [(2, 3)])
+
+
+class _NeverInitialised(nn.Module):
+    def __init__(self):  # no super().__init__(): none of nn.Module's tables
+        self.scale = 2
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_a_module_whose_init_never_ran_is_refused_as_pythons_lookup_refuses_it():
+    """The walk reads each module's tables from its `__dict__`; without them, the attribute's
+    own AttributeError, as `named_modules()` would raise it."""
+    model = nn.Sequential(nn.ReLU())
+    model._modules["broken"] = _NeverInitialised()
+    with pytest.raises(AttributeError, match="'_NeverInitialised' object has no attribute '_parameters'"):
+        trace(model, [(2, 3)])

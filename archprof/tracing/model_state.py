@@ -27,12 +27,13 @@ class Tables:
     empty: list[dict]
 
 
-def tables(modules: list[tuple[str, torch.nn.Module]]) -> Tables:
-    """Each module's parameter, buffer and submodule tables, with a copy of what they hold now:
-    none for an empty one (a tenth of what each module's set-up cost, most of its tables)."""
+def tables(attributes: list[dict[str, Any]]) -> Tables:
+    """The parameter, buffer and submodule tables of each module (of `attributes`, each one's
+    `__dict__`), with a copy of what they hold now: none for an empty one (a tenth of what each
+    module's set-up cost, most of its tables)."""
     held, empty = [], []
-    for _, module in modules:
-        for table in (module._parameters, module._buffers, module._modules):
+    for own in attributes:
+        for table in (own["_parameters"], own["_buffers"], own["_modules"]):
             if table or type(table) is not dict:  # a TorchScript submodule's: put back as its names say
                 held.append((table, dict(table)))
             else:
@@ -91,13 +92,14 @@ class Attributes:
     contents: list[tuple[list | dict | set, list | dict | set]]
 
     @staticmethod
-    def of(modules: list[tuple[str, torch.nn.Module]]) -> Attributes:
+    def of(modules: list[tuple[str, torch.nn.Module]], attributes: list[dict[str, Any]]) -> Attributes:
+        """The `modules`' attributes (`attributes`: each one's `__dict__`, in their order) as they are now."""
         held, contents = [], []
         # Each class asked once (most repeat): whether its modules' own names are looked
         # through for containers, or None for a ScriptModule's, whose attributes live in C++
         # (an isinstance through its metaclass costs about what copying a module's attributes does).
         scanned: dict[type, bool | None] = {}
-        for _, module in modules:
+        for (_, module), state in zip(modules, attributes, strict=True):
             cls = type(module)
             if cls not in scanned:
                 scanned[cls] = (
@@ -105,15 +107,14 @@ class Attributes:
                 )
             if scanned[cls] is None:
                 continue
-            state = module.__dict__
-            attributes = state.copy()
+            before = state.copy()
             if scanned[cls]:
                 # The module's own names only, found at C speed: the internals are most of them.
-                for name in attributes.keys() - MODULE_INTERNALS:
-                    value = attributes[name]
+                for name in before.keys() - MODULE_INTERNALS:
+                    value = before[name]
                     if type(value) in _CONTAINERS:
                         contents.append((value, copy.copy(value)))
-            held.append((state, attributes))
+            held.append((state, before))
         return Attributes(held, contents)
 
     def put_back(self) -> None:

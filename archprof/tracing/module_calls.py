@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ from archprof.tracing.shortcuts import Shortcut, class_shortcut, reaches_as_defi
 
 def attach_hooks(
     modules: list[tuple[str, torch.nn.Module]],
+    attributes: list[dict[str, Any]],
     module_types: dict[str, str],
     paths: dict[int, tuple[str, ...]],
     recorder: Recorder,
@@ -43,20 +45,19 @@ def attach_hooks(
     under the name its caller holds it by (`Recorder.reached_as`).
     A forward that raises closes its call, which returned nothing, and the recorder notes
     where it raised, for the error to say (`Recorder.left_by_a_raise`): a model that catches it
-    goes on in its own call. So does a hook of the module's own that raises (`closing`)."""
+    goes on in its own call. So does a hook of the module's own that raises (`closing`).
+    `attributes`: each module's `__dict__` (`module_tree.walked`'s), where its hooks are read
+    and its forward set."""
     restore, handles = _Restore([], []), []
     class_shortcuts: dict[type, Shortcut | None] = {}  # asked once per class: most repeat
-    for path, module in modules:
+    for (path, module), state in zip(modules, attributes, strict=True):
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
             continue
-        state = module.__dict__
         own_forward = state.get("forward")
         if own_forward is None:
             restore.plain.append(state)
         else:
             restore.own.append((state, own_forward))
-        # Read from its attributes: each read of a module's (nn.Module has a `__getattr__`) costs a
-        # few hundred machine instructions, its `__dict__` itself about a thousand.
         pre_hooks, hooks = state["_forward_pre_hooks"], state["_forward_hooks"]
         if hooks:
             handles.append(module.register_forward_hook(recorder.post_hook))
