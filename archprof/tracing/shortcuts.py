@@ -36,7 +36,10 @@ from types import BuiltinFunctionType
 from typing import Any
 
 import torch
-from torch import nn
+
+# Names read once, as `from` imports: see archprof.structure's (each `torch.<name>` read costs ~300 instructions).
+from torch import Tensor, is_grad_enabled, nn
+from torch._C import _len_torch_dispatch_stack, _len_torch_function_stack
 
 aten = torch.ops.aten
 
@@ -314,9 +317,9 @@ def may_shortcut(x: Any) -> bool:
     recorded, and no other mode that the forward's torch calls would pass through (the
     recorder's is the only dispatch mode, no torch-function mode is active)."""
     return (
-        type(x) is torch.Tensor
+        type(x) is Tensor
         and x.is_meta
-        and not torch.is_grad_enabled()
-        and torch._C._len_torch_dispatch_stack() == 1
-        and torch._C._len_torch_function_stack() == 0
+        and not is_grad_enabled()
+        and _len_torch_dispatch_stack() == 1
+        and _len_torch_function_stack() == 0
     )
