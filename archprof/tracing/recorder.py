@@ -23,7 +23,7 @@ import torch
 
 # Names read once, as `from` imports: see archprof.structure's (each `torch.<name>` read costs ~300 instructions).
 from torch import Tensor, is_grad_enabled
-from torch._C import _DisableTorchDispatch
+from torch._C import _DisableTorchDispatch, _ForceDispatchKeyGuard
 
 from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally, called_safely
 from archprof.dispatch_mode import DispatchMode
@@ -453,7 +453,7 @@ class Recorder(DispatchMode):
                 # Whole where autograd's keys were skipped (a forward run below them, inference mode): run
                 # as their kernel on a CPU runs it (`OpInfo.decomposed`), under the forward's key sets, not
                 # this method's (which skip every key above Python's: views untracked, math bits unresolved).
-                with torch._C._ForceDispatchKeyGuard(*self._forward_keys), self:
+                with _ForceDispatchKeyGuard(*self._forward_keys), self:
                     return decomposed(*args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
