@@ -41,13 +41,14 @@ def tables(attributes: list[dict[str, Any]]) -> Tables:
     return Tables(held, empty)
 
 
-def swap_in(modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, torch.Tensor]) -> None:
-    """Every parameter and buffer in the modules' tables replaced by its stand-in (keyed by
-    the tensor's id: a tied tensor, under two names, by its one stand-in), as
-    `torch.func.functional_call` swaps them, without its walk from the root to each name
-    (resnet50 held on the CPU: 1 ms of its 14). `put_back` swaps the model's own back."""
-    for _, module in modules:
-        for table in (module._parameters, module._buffers):
+def swap_in(attributes: list[dict[str, Any]], stand_ins: dict[int, torch.Tensor]) -> None:
+    """Every parameter and buffer in the tables of the modules (of `attributes`, each one's
+    `__dict__`) replaced by its stand-in (keyed by the tensor's id: a tied tensor, under two
+    names, by its one stand-in), as `torch.func.functional_call` swaps them, without its walk
+    from the root to each name (resnet50 held on the CPU: 1 ms of its 14). `put_back` swaps the
+    model's own back."""
+    for own in attributes:
+        for table in (own["_parameters"], own["_buffers"]):
             for name, tensor in list(table.items()):
                 stand_in = stand_ins.get(id(tensor)) if tensor is not None else None
                 if stand_in is not None:

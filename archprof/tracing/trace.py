@@ -300,7 +300,7 @@ def _traced_once(
                 # back, a buffer or a submodule the caller's forward made on its first call gone.
                 stack.callback(put_back, tables(tree.attributes))
             if stand_ins is not None:
-                swap_in(modules, stand_ins)
+                swap_in(tree.attributes, stand_ins)
             if below_autograd:
                 stack.enter_context(torch._C._AutoDispatchBelowAutograd())
             recorder.forward_starts(below_autograd)
