@@ -10,18 +10,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
+
+# torch's names on the per-operator path read once here: torch's module-level `__getattr__`
+# keeps Python 3.11 from caching reads of `torch.<name>`, each then about 300 machine
+# instructions more than a global's.
 
 
 def tensors_in(structure, records: set[int] | None = None) -> list[torch.Tensor]:
     """The tensors in nested tuples, lists, dicts and dataclass instances (a module's output),
     in order. `records`: the ids of the dataclass instances being walked, each walked once (a
     record that holds itself); a field never set is read as empty."""
-    if isinstance(structure, torch.Tensor):
+    if isinstance(structure, Tensor):
         return [structure]
     if isinstance(structure, (tuple, list)):
         found = []
         for item in structure:  # its tensors taken here, not by a call each: every multi-output op comes here
-            if isinstance(item, torch.Tensor):
+            if isinstance(item, Tensor):
                 found.append(item)
             elif item is not None:
                 found += tensors_in(item, records)
@@ -109,10 +114,10 @@ class TensorSlots:
         for i, listed in self.positions:
             if i < count:
                 value = args[i]
-                if isinstance(value, torch.Tensor):
+                if isinstance(value, Tensor):
                     found.append(value)
                 elif listed and value is not None:
-                    found.extend(item for item in value if isinstance(item, torch.Tensor))
+                    found.extend(item for item in value if isinstance(item, Tensor))
         if kwargs:
             for name, value in kwargs.items():
                 if name in self.names:
@@ -136,7 +141,7 @@ class TensorSlots:
             if i >= count:
                 break
             value = mapped[i]
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, Tensor):
                 mapped[i] = values[taken]
                 taken += 1
             elif listed:
@@ -151,7 +156,7 @@ class TensorSlots:
         mapped_kwargs = {}
         for name, value in kwargs.items():
             if name in self.names:
-                if isinstance(value, torch.Tensor):
+                if isinstance(value, Tensor):
                     value = values[taken]
                     taken += 1
                 elif isinstance(value, (list, tuple)):
@@ -165,7 +170,7 @@ def _items_substituted(items: list | tuple, values: Sequence[Any], taken: int) -
     on; and the number of values taken after them."""
     replaced = list(items)
     for j, item in enumerate(replaced):
-        if isinstance(item, torch.Tensor):
+        if isinstance(item, Tensor):
             replaced[j] = values[taken]
             taken += 1
     return (replaced if isinstance(items, list) else type(items)(replaced)), taken

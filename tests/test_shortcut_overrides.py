@@ -38,7 +38,7 @@ def _shortcut_now(module: nn.Module) -> shortcuts.Shortcut | None:
     """The shortcut a call of the module would take now: its class's, where its forward
     reaches what the class's does as defined (as a trace asks at each call)."""
     shortcut = shortcuts.class_shortcut(type(module))
-    return shortcut if shortcut is not None and shortcuts.reaches_as_defined(module) else None
+    return shortcut if shortcut is not None and shortcuts.reaches_as_defined(type(module), vars(module)) else None
 
 
 def _model() -> nn.Sequential:
@@ -225,20 +225,21 @@ def test_a_patch_put_back_before_the_call_leaves_the_call_answered(monkeypatch):
     answered = []
     answer_directly = Recorder.answer_directly
 
-    def noted(self, module, x, shortcut):
-        output = answer_directly(self, module, x, shortcut)
-        answered.append((type(module).__name__, output is not None))
+    def noted(self, own, x, shortcut):  # `own`: the module's attributes
+        output = answer_directly(self, own, x, shortcut)
+        answered.append((own, output is not None))
         return output
 
     monkeypatch.setattr(Recorder, "answer_directly", noted)
     graphs = []
     for mode in (Passing, torch.no_grad):
         _pooling_relu(None, monkeypatch)
+        model = PutsBackReLU().eval()
         with mode():
-            graphs.append(repr(trace(PutsBackReLU().eval(), [(1, *SIZE)])))
+            graphs.append(repr(trace(model, [(1, *SIZE)])))
         assert F.relu is RELU
     assert graphs[1] == graphs[0]
-    assert ("ReLU", True) in answered
+    assert (vars(model.act), True) in answered
 
 
 @pytest.mark.parametrize("make", [SetsUpItsStride, PoolsInItsReLU])

@@ -60,7 +60,9 @@ def test_removing_the_recorded_forwards_leaves_each_module_its_own_forward():
     own.forward = lambda x: x + 1  # an instance attribute of the user's
     model = nn.Sequential(nn.Conv2d(3, 3, 1), own)
     tree = walked(model)
-    handles = attach_hooks(tree.modules, tree.types, tree.paths, Recorder(), shortcuts=True, replays=None)
+    handles = attach_hooks(
+        tree.modules, tree.attributes, tree.types, tree.paths, Recorder(), shortcuts=True, replays=None
+    )
     assert all("forward" in module.__dict__ for path, module in tree.modules if path)
     for handle in handles:
         handle.remove()
@@ -106,6 +108,9 @@ def test_the_attributes_noted_are_each_modules_but_a_scriptmodules_and_a_torch_n
     model = _model()
     model[1].seen = [1, 2]  # a list of its own: its contents kept apart
     model[0].cache = [3]  # a torch.nn class's: not
-    held = {module: contents for module, _, contents in Attributes.of(walked(model).modules).held}
-    assert set(held) == {module for module in model.modules() if not isinstance(module, torch.jit.ScriptModule)}
-    assert held[model[1]] == {"seen": [1, 2]} and held[model[0]] == {}
+    tree = walked(model)
+    attributes = Attributes.of(tree.modules, tree.attributes)
+    held = [id(state) for state, _ in attributes.held]
+    assert held == [id(vars(module)) for module in model.modules() if not isinstance(module, torch.jit.ScriptModule)]
+    [(container, contents)] = attributes.contents
+    assert container is model[1].seen and contents == [1, 2] and contents is not container

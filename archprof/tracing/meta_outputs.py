@@ -11,6 +11,9 @@ import functools
 from typing import Any
 
 import torch
+
+# Names read once, as `from` imports: see archprof.structure's (each `torch.<name>` read costs ~300 instructions).
+from torch import empty_strided
 from torch._prims_common import make_contiguous_strides_for
 
 from archprof.operators import Layout
@@ -101,7 +104,7 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
             if number:
                 described.append(((), ()))
             strides = elementwise_strides(shapes[0], described)
-            return torch.empty_strided(shapes[0], strides, dtype=dtype, device=_META)
+            return empty_strided(shapes[0], strides, dtype=dtype, device=_META)
     outputs = []
     for shape in shapes:  # a loop, not a comprehension: its function and frame made for every operator
         outputs.append(None if shape is None else _empty(shape, dtype))  # None: not asked for
@@ -328,7 +331,7 @@ def empty_meta(shape, dtype: torch.dtype) -> torch.Tensor:
     flags), in two thirds of its time (1.5 against 2.8 us: one made per output of nearly every
     operator, and per parameter and buffer a stand-in is made for)."""
     shape = tuple(shape)
-    return torch.empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
+    return empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
 
 
 @functools.lru_cache(maxsize=4096)  # a trace's shapes repeat block after block

@@ -17,37 +17,55 @@ import torch
 from archprof.tracing.module_states import MODULE_INTERNALS
 
 
-def tables(modules: list[tuple[str, torch.nn.Module]]) -> list[tuple[dict, dict]]:
-    """Each module's parameter, buffer and submodule tables, with a copy of what they hold now."""
-    return [
-        (table, dict(table))
-        for _, module in modules
-        for table in (module._parameters, module._buffers, module._modules)
-    ]
+@dataclass(slots=True)
+class Tables:
+    """The modules' parameter, buffer and submodule tables as they were before a trace
+    (`tables`), to `put_back` after it."""
+
+    held: list[tuple[dict, dict]]  # each table holding something, with a copy of what it holds
+    # The empty ones (most: a leaf's submodules, most modules' buffers), which the forward may fill.
+    empty: list[dict]
 
 
-def swap_in(modules: list[tuple[str, torch.nn.Module]], stand_ins: dict[int, torch.Tensor]) -> None:
-    """Every parameter and buffer in the modules' tables replaced by its stand-in (keyed by
-    the tensor's id: a tied tensor, under two names, by its one stand-in), as
-    `torch.func.functional_call` swaps them, without its walk from the root to each name
-    (resnet50 held on the CPU: 1 ms of its 14). `put_back` swaps the model's own back."""
-    for _, module in modules:
-        for table in (module._parameters, module._buffers):
+def tables(attributes: list[dict[str, Any]]) -> Tables:
+    """The parameter, buffer and submodule tables of each module (of `attributes`, each one's
+    `__dict__`), with a copy of what they hold now: none for an empty one (a tenth of what each
+    module's set-up cost, most of its tables)."""
+    held, empty = [], []
+    for own in attributes:
+        for table in (own["_parameters"], own["_buffers"], own["_modules"]):
+            if table or type(table) is not dict:  # a TorchScript submodule's: put back as its names say
+                held.append((table, dict(table)))
+            else:
+                empty.append(table)
+    return Tables(held, empty)
+
+
+def swap_in(attributes: list[dict[str, Any]], stand_ins: dict[int, torch.Tensor]) -> None:
+    """Every parameter and buffer in the tables of the modules (of `attributes`, each one's
+    `__dict__`) replaced by its stand-in (keyed by the tensor's id: a tied tensor, under two
+    names, by its one stand-in), as `torch.func.functional_call` swaps them, without its walk
+    from the root to each name (resnet50 held on the CPU: 1 ms of its 14). `put_back` swaps the
+    model's own back."""
+    for own in attributes:
+        for table in (own["_parameters"], own["_buffers"]):
             for name, tensor in list(table.items()):
                 stand_in = stand_ins.get(id(tensor)) if tensor is not None else None
                 if stand_in is not None:
                     table[name] = stand_in
 
 
-def put_back(tables: list[tuple[dict, dict]]) -> None:
+def put_back(tables: Tables) -> None:
     """The tables as they were: the model's own tensors back in place of the stand-ins, and
     no tensor or submodule the forward registered (a TorchScript submodule's table, whose
     names are fixed, gets its own back)."""
-    for table, held in tables:
+    for table in tables.empty:
+        if table:
+            table.clear()
+    for table, held in tables.held:
         if isinstance(table, dict):
-            if table or held:  # refilled unasked: cheaper than asking whether it changed
-                table.clear()
-                table.update(held)
+            table.clear()  # refilled unasked: cheaper than asking whether it changed
+            table.update(held)
         else:  # a TorchScript submodule's table: its names are fixed, and it has no clear()
             for name, value in held.items():
                 if table[name] is not value:
@@ -70,16 +88,19 @@ class Attributes:
     of a torch.nn class's own lists and dicts are not copied: its forward adds to none
     (an RNN's rebinds its list of weights, which is put back as any attribute is)."""
 
-    held: list[tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]
+    held: list[tuple[dict[str, Any], dict[str, Any]]]  # each module's attributes, with a copy
+    # Each list, dict or set attribute of a module's own, with a copy of what it holds.
+    contents: list[tuple[list | dict | set, list | dict | set]]
 
     @staticmethod
-    def of(modules: list[tuple[str, torch.nn.Module]]) -> Attributes:
-        held = []
+    def of(modules: list[tuple[str, torch.nn.Module]], attributes: list[dict[str, Any]]) -> Attributes:
+        """The `modules`' attributes (`attributes`: each one's `__dict__`, in their order) as they are now."""
+        held, contents = [], []
         # Each class asked once (most repeat): whether its modules' own names are looked
         # through for containers, or None for a ScriptModule's, whose attributes live in C++
         # (an isinstance through its metaclass costs about what copying a module's attributes does).
         scanned: dict[type, bool | None] = {}
-        for _, module in modules:
+        for (_, module), state in zip(modules, attributes, strict=True):
             cls = type(module)
             if cls not in scanned:
                 scanned[cls] = (
@@ -87,28 +108,26 @@ class Attributes:
                 )
             if scanned[cls] is None:
                 continue
-            attributes = vars(module).copy()
-            contents = {}
+            before = state.copy()
             if scanned[cls]:
                 # The module's own names only, found at C speed: the internals are most of them.
-                for name in attributes.keys() - MODULE_INTERNALS:
-                    value = attributes[name]
+                for name in before.keys() - MODULE_INTERNALS:
+                    value = before[name]
                     if type(value) in _CONTAINERS:
-                        contents[name] = copy.copy(value)
-            held.append((module, attributes, contents))
-        return Attributes(held)
+                        contents.append((value, copy.copy(value)))
+            held.append((state, before))
+        return Attributes(held, contents)
 
     def put_back(self) -> None:
-        for module, attributes, contents in self.held:
-            state = vars(module)
+        for state, attributes in self.held:
             if not _same_objects(state, attributes):
                 for name in [name for name in state if name not in attributes and name not in MODULE_INTERNALS]:
                     del state[name]
                 for name, value in attributes.items():
                     if name not in MODULE_INTERNALS and state.get(name, _MISSING) is not value:
                         state[name] = value
-            for name, held in contents.items():
-                _refill(attributes[name], held)
+        for container, held in self.contents:
+            _refill(container, held)
 
 
 def _same_objects(now: dict, before: dict) -> bool:

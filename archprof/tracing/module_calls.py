@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,6 +23,7 @@ from archprof.tracing.shortcuts import Shortcut, class_shortcut, reaches_as_defi
 
 def attach_hooks(
     modules: list[tuple[str, torch.nn.Module]],
+    attributes: list[dict[str, Any]],
     module_types: dict[str, str],
     paths: dict[int, tuple[str, ...]],
     recorder: Recorder,
@@ -43,19 +45,20 @@ def attach_hooks(
     under the name its caller holds it by (`Recorder.reached_as`).
     A forward that raises closes its call, which returned nothing, and the recorder notes
     where it raised, for the error to say (`Recorder.left_by_a_raise`): a model that catches it
-    goes on in its own call. So does a hook of the module's own that raises (`closing`)."""
+    goes on in its own call. So does a hook of the module's own that raises (`closing`).
+    `attributes`: each module's `__dict__` (`module_tree.walked`'s), where its hooks are read
+    and its forward set."""
     restore, handles = _Restore([], []), []
     class_shortcuts: dict[type, Shortcut | None] = {}  # asked once per class: most repeat
-    for path, module in modules:
+    for (path, module), state in zip(modules, attributes, strict=True):
         if not path:  # the model's own call is recorded around its whole call (`model_called`)
             continue
-        state = module.__dict__
         own_forward = state.get("forward")
         if own_forward is None:
             restore.plain.append(state)
         else:
             restore.own.append((state, own_forward))
-        pre_hooks, hooks = module._forward_pre_hooks, module._forward_hooks
+        pre_hooks, hooks = state["_forward_pre_hooks"], state["_forward_hooks"]
         if hooks:
             handles.append(module.register_forward_hook(recorder.post_hook))
         # A forward of the module's own runs: the recorded forward hides it from `reaches_as_defined`.
@@ -66,10 +69,10 @@ def attach_hooks(
                 class_shortcuts[cls] = class_shortcut(cls)
             shortcut = class_shortcuts[cls]
         # A lone layer is as quick to run as to copy.
-        watched = replays if module._modules else None
+        watched = replays if state["_modules"] else None
         named = paths.get(id(module), path) if paths else path  # nearly always none reached twice
         forward = _RecordedForward(
-            module, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
+            module, state, named, module_types[path], module.forward, not hooks, recorder, shortcut, watched
         )
         if pre_hooks:
             forward.entered_by_hook = True
@@ -121,6 +124,7 @@ class _RecordedForward:
 
     __slots__ = (
         "__wrapped__",
+        "attributes",
         "depths",
         "entered_by_hook",
         "module",
@@ -135,6 +139,7 @@ class _RecordedForward:
     def __init__(
         self,
         module: torch.nn.Module,
+        attributes: dict,
         path: str | tuple[str, ...],
         type_name: str,
         forward: Callable,
@@ -144,6 +149,7 @@ class _RecordedForward:
         replays: Replays | None,
     ) -> None:
         self.module = module
+        self.attributes = attributes  # its `__dict__`, which its shortcut reads (`archprof.tracing.shortcuts.Shortcut`)
         self.path = path
         self.type_name = type_name
         self.__wrapped__ = forward
@@ -180,8 +186,13 @@ class _RecordedForward:
         path = recorder.running_path() if self.entered_by_hook else self._opened(args, kwargs)
         output = start = None
         try:
-            if self.shortcut is not None and len(args) == 1 and not kwargs and reaches_as_defined(self.module, self):
-                output = recorder.answer_directly(self.module, args[0], self.shortcut)
+            if (
+                self.shortcut is not None
+                and len(args) == 1
+                and not kwargs
+                and reaches_as_defined(type(self.module), self.attributes, self)
+            ):
+                output = recorder.answer_directly(self.attributes, args[0], self.shortcut)
             elif self.replays is not None:
                 output, start = self.replays.answer(self.module, path, args, kwargs)
             if output is None:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -31,11 +32,16 @@ def type_name(module: torch.nn.Module) -> str:
     return type(module).__name__
 
 
-@dataclass(slots=True)  # never changed once made, but not frozen: its ten fields through object.__setattr__
+@dataclass(slots=True)  # never changed once made, but not frozen: its fields through object.__setattr__
 class _ModuleTree:  # cost a small model's trace a hundredth
     """What the trace asks of the model's modules, from one walk of them (`walked`)."""
 
     modules: list[tuple[str, torch.nn.Module]]  # as `named_modules()`: each once, under its first path
+    # Each module's attributes (its `__dict__`), in the order of `modules`: read once for every
+    # step of the trace that asks them. nn.Module has a `__getattr__`, which makes each of
+    # Python's reads of a module's attribute cost a few hundred machine instructions, and of its
+    # `__dict__` about a thousand: four reads of it and eight of attributes a module before.
+    attributes: list[dict[str, Any]]
     types: dict[str, str]  # path -> `type_name`, every path a module is reached under (its first, then the others)
     tensors: list[tuple[str, torch.Tensor, bool]]  # `named_parameters()`, `named_buffers()`: name, tensor, is a buffer
     tied: bool  # a parameter or buffer met twice (tied weights)
@@ -61,6 +67,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     another (a direct child 'a.b' and the child 'b' of 'a' would be one row)."""
     deepest = sys.getrecursionlimit() - _frames_below()
     modules: list[tuple[str, torch.nn.Module]] = []
+    attributes: list[dict[str, Any]] = []
     parameters: list[tuple[str, torch.Tensor, bool]] = []
     buffers: list[tuple[str, torch.Tensor, bool]] = []
     seen: set[torch.nn.Module] = set()
@@ -78,31 +85,41 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
             continue
         seen.add(module)
         modules.append((path, module))
+        own = module.__dict__
+        attributes.append(own)
         prefix = f"{path}." if path else ""
-        if module._parameters:
-            tied |= _listed(module._parameters, prefix, False, parameters, seen_parameters)
-        if module._buffers:
-            tied |= _listed(module._buffers, prefix, True, buffers, seen_buffers)
-        children = module._modules
+        try:
+            held_parameters, held_buffers, children = own["_parameters"], own["_buffers"], own["_modules"]
+        except KeyError:  # nn.Module's __init__ never ran: Python's lookup raises its AttributeError
+            held_parameters, held_buffers, children = module._parameters, module._buffers, module._modules
+        if held_parameters:
+            tied |= _listed(held_parameters, prefix, False, parameters, seen_parameters)
+        if held_buffers:
+            tied |= _listed(held_buffers, prefix, True, buffers, seen_buffers)
         if children:
             _check_children(path, children, depth, deepest)
             # The first on top.
             to_visit += [
                 (prefix + name, child, depth + 1) for name, child in reversed(children.items()) if child is not None
             ]
-    types, classes = _type_names(modules)
+    types, classes = _type_names(modules, attributes)
     aliases: dict[str, str] = {}
     paths: dict[int, tuple[str, ...]] = {}
     if shared:
         firsts, paths = reached_under(model, modules)
         types = {path: types[first] for path, first in firsts.items()}  # in the order the tree lists them
         aliases = {path: first for path, first in firsts.items() if path != first}
+    own_forwards = set()
+    for (_, module), own in zip(modules, attributes, strict=True):  # a loop, not a comprehension: the pairs unpacked
+        if "forward" in own:
+            own_forwards.add(id(module))
     return _ModuleTree(
         modules,
+        attributes,
         types,
         parameters + buffers,
         tied,
-        {id(module) for _, module in modules if "forward" in module.__dict__},
+        own_forwards,
         {module: module.training for _, module in modules},
         classes,
         aliases,
@@ -111,18 +128,20 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     )
 
 
-def _type_names(modules: list[tuple[str, torch.nn.Module]]) -> tuple[dict[str, str], set[type]]:
+def _type_names(
+    modules: list[tuple[str, torch.nn.Module]], attributes: list[dict[str, Any]]
+) -> tuple[dict[str, str], set[type]]:
     """Each module's `type_name`, by path, and the modules' classes. A module's name is its
     class's but for a module labelled by archprof.load or a ScriptModule, whose class is asked
     once: `isinstance` through ScriptModule's metaclass costs about what the rest of
     `type_name` does."""
     scripted: dict[type, bool] = {}  # class -> whether it is a ScriptModule's
     names: dict[str, str] = {}
-    for path, module in modules:
+    for (path, module), own in zip(modules, attributes, strict=True):
         cls = type(module)
         if cls not in scripted:
             scripted[cls] = issubclass(cls, torch.jit.ScriptModule)
-        names[path] = type_name(module) if scripted[cls] or "_archprof_type" in module.__dict__ else cls.__name__
+        names[path] = type_name(module) if scripted[cls] or "_archprof_type" in own else cls.__name__
     return names, set(scripted)
 
 

@@ -21,6 +21,10 @@ from typing import Any
 
 import torch
 
+# Names read once, as `from` imports: see archprof.structure's (each `torch.<name>` read costs ~300 instructions).
+from torch import Tensor, is_grad_enabled
+from torch._C import _DisableTorchDispatch, _ForceDispatchKeyGuard
+
 from archprof.cpu_allocation import MOST_FILE_CPU_BYTES, MOST_FILE_CPU_ELEMENTS, CpuBytesTally, called_safely
 from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
@@ -344,7 +348,7 @@ class Recorder(DispatchMode):
 
     def post_hook(self, module, args, output):
         call, _ = self._stack.pop()
-        if isinstance(output, torch.Tensor):
+        if isinstance(output, Tensor):
             self.call_outputs[call.index] = (self._metas.get(id(output)) or self.lookup(output),)  # `lookup`, inline
         else:
             self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
@@ -399,13 +403,17 @@ class Recorder(DispatchMode):
 
     # -- operators -----------------------------------------------------------------------
 
-    def answer_directly(self, module: torch.nn.Module, x, shortcut: Shortcut) -> torch.Tensor | None:
-        """The module's output, its operator recorded as its forward would have reached it
-        (and the children the forward then calls, called on its output); None where the
-        shortcut does not know the call (the forward runs instead)."""
+    def answer_directly(self, own: dict[str, Any], x, shortcut: Shortcut) -> torch.Tensor | None:
+        """The output of the module whose attributes are `own` (its `__dict__`), its operator
+        recorded as its forward would have reached it (and the children the forward then calls,
+        called on its output); None where the shortcut does not know the call (the forward runs
+        instead)."""
         if not may_shortcut(x):
             return None
-        call = shortcut(module, x)
+        try:
+            call = shortcut(own, x)
+        except KeyError:  # an attribute the module does not hold itself: the forward reads it as Python does
+            return None
         if call is None:
             return None
         func, args, *children = call
@@ -429,7 +437,7 @@ class Recorder(DispatchMode):
         return self._dispatched if may_shortcut(x) else None
 
     def _dispatched(self, func, args: tuple):
-        with torch._C._DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
+        with _DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
             return self.__torch_dispatch__(func, (), args, {})
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -438,14 +446,14 @@ class Recorder(DispatchMode):
             info = _OP_INFO.get(func)
             if info is None:
                 info = _OP_INFO[func] = OpInfo.of(func)
-            if self._below_autograd and torch.is_grad_enabled():
+            if self._below_autograd and is_grad_enabled():
                 self.grad_mode_met = True
             decomposed = info.decomposed
             if decomposed is not None and (info.stays_composite is None or info.stays_composite(*args, **kwargs)):
                 # Whole where autograd's keys were skipped (a forward run below them, inference mode): run
                 # as their kernel on a CPU runs it (`OpInfo.decomposed`), under the forward's key sets, not
                 # this method's (which skip every key above Python's: views untracked, math bits unresolved).
-                with torch._C._ForceDispatchKeyGuard(*self._forward_keys), self:
+                with _ForceDispatchKeyGuard(*self._forward_keys), self:
                     return decomposed(*args, **kwargs)
             if info.name in _RUNTIME_CHECKS:
                 return func(*args, **kwargs)
@@ -530,7 +538,7 @@ class Recorder(DispatchMode):
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
         if written is not None:
             outputs = self._filled(written, out)
-        elif isinstance(out, torch.Tensor):
+        elif isinstance(out, Tensor):
             outputs = (self.register_made(out, storage),)
         else:
             made = []

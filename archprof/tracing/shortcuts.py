@@ -36,30 +36,37 @@ from types import BuiltinFunctionType
 from typing import Any
 
 import torch
-from torch import nn
+
+# Names read once, as `from` imports: see archprof.structure's (each `torch.<name>` read costs ~300 instructions).
+from torch import Tensor, is_grad_enabled, nn
+from torch._C import _len_torch_dispatch_stack, _len_torch_function_stack
 
 aten = torch.ops.aten
 
-# A module and its one input -> (operator, arguments, *the modules the forward then calls on
-# the operator's output, in turn), or None: run the forward.
-Shortcut = Callable[[nn.Module, torch.Tensor], tuple | None]
+# A module's attributes (its `__dict__`) and its one input -> (operator, arguments, *the modules
+# the forward then calls on the operator's output, in turn), or None: run the forward. Read
+# from the dict: nn.Module has a `__getattr__`, which makes each of Python's reads of a
+# module's attribute cost a few hundred machine instructions, and of its `__dict__` about a
+# thousand (a convolution's shortcut read eight). One its class's `__init__` sets that the
+# module does not hold itself (deleted) raises KeyError: the forward runs, and reads or raises
+# as it does.
+Shortcut = Callable[[dict[str, Any], torch.Tensor], tuple | None]
 
 
 # What `_held` gives for a tensor the module does not hold in the table its class keeps it in.
 _ELSEWHERE = object()
 
 
-def _held(module: nn.Module, table: str, first: str, second: str) -> tuple:
-    """`module.<first>` and `module.<second>`, each read from the module's `table` (`_parameters` or
-    `_buffers`), where its class keeps it: the value the forward's `self.<name>` reads. Python
-    calls nn.Module's `__getattr__`, which searches the tables, only after its own lookup has
-    failed and made an AttributeError with its message: a batch norm's four reads took 11.6
-    µs that way, 4.5 from the tables. A name set on the instance itself (the old
+def _held(own: dict[str, Any], table: str, first: str, second: str) -> tuple:
+    """`module.<first>` and `module.<second>`, each read from the module's `table` (`_parameters`
+    or `_buffers`) among its attributes `own`, where its class keeps it: the value the
+    forward's `self.<name>` reads. Python calls nn.Module's `__getattr__`, which searches the
+    tables, only after its own lookup has failed and made an AttributeError with its message:
+    a batch norm's four reads took 11.6 µs that way, 4.5 from the tables. A name set on the instance itself (the old
     `nn.utils.weight_norm` sets the weight it computes there) is read there, as Python's
     lookup finds it first (these classes define none of these names); `_ELSEWHERE` for one
     in neither (deleted, or registered in another table): the forward then runs, and reads
     or raises as it does."""
-    own = module.__dict__
     held = own[table]
     # Two names, not a list of any number: no comprehension and its frame, at every call answered.
     return (
@@ -69,10 +76,11 @@ def _held(module: nn.Module, table: str, first: str, second: str) -> tuple:
 
 
 def _convolution(dims: int) -> Shortcut:
-    def call(module: nn.Module, x: torch.Tensor):
-        if x.dim() != dims + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+    def call(own: dict[str, Any], x: torch.Tensor):
+        padding = own["padding"]
+        if x.dim() != dims + 2 or own["padding_mode"] != "zeros" or isinstance(padding, str):
             return None
-        weight, bias = _held(module, "_parameters", "weight", "bias")
+        weight, bias = _held(own, "_parameters", "weight", "bias")
         if weight is _ELSEWHERE or bias is _ELSEWHERE:
             return None
         if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
@@ -81,12 +89,12 @@ def _convolution(dims: int) -> Shortcut:
             x,
             weight,
             bias,
-            list(module.stride),
-            list(module.padding),
-            list(module.dilation),
+            list(own["stride"]),
+            list(padding),
+            list(own["dilation"]),
             False,
             [0] * dims,
-            module.groups,
+            own["groups"],
         )
 
     return call
@@ -96,20 +104,21 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
     """Evaluation with running statistics: `native_batch_norm`, as `kernels.DeviceKernels`
     routes it (its three outputs; the module returns the first)."""
 
-    def call(module: nn.Module, x: torch.Tensor):
-        mean, var = _held(module, "_buffers", "running_mean", "running_var")
-        if module.training or mean is None or var is None or x.dim() not in ranks or x.numel() == 0:
+    def call(own: dict[str, Any], x: torch.Tensor):
+        mean, var = _held(own, "_buffers", "running_mean", "running_var")
+        if own["training"] or mean is None or var is None or x.dim() not in ranks or x.numel() == 0:
             return None  # _ELSEWHERE is not None: its call too
-        weight, bias = _held(module, "_parameters", "weight", "bias")
+        weight, bias = _held(own, "_parameters", "weight", "bias")
         if mean is _ELSEWHERE or var is _ELSEWHERE or weight is _ELSEWHERE or bias is _ELSEWHERE:
             return None
         channels = x.shape[1]
         for tensor in (mean, var, weight, bias):
             if tensor is not None and tensor.numel() != channels:
                 return None
-        momentum = 0.0 if module.momentum is None else float(module.momentum)
+        momentum = own["momentum"]
+        momentum = 0.0 if momentum is None else float(momentum)
         # Floats, as the dispatcher hands them to the mode whatever number the module holds.
-        return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, float(module.eps))
+        return aten.native_batch_norm.default, (x, weight, bias, mean, var, False, momentum, float(own["eps"]))
 
     return call
 
@@ -117,45 +126,46 @@ def _batch_norm(ranks: tuple[int, ...]) -> Shortcut:
 def _then_children(shortcut: Shortcut, *names: str) -> Shortcut:
     """`shortcut`'s operator, then the children `names` called in turn on its output."""
 
-    def call(module: nn.Module, x: torch.Tensor):
-        children = []
+    def call(own: dict[str, Any], x: torch.Tensor):
+        children, modules = [], own["_modules"]
         for name in names:  # a loop, not a comprehension: its function and frame made at every call
-            children.append(module._modules.get(name))
+            children.append(modules.get(name))
         if None in children:  # one deleted or set to None: the forward's own error
             return None
-        answer = shortcut(module, x)
+        answer = shortcut(own, x)
         return None if answer is None else (*answer, *children)
 
     return call
 
 
-def _layer_norm(module: nn.Module, x: torch.Tensor):
-    normalized = list(module.normalized_shape)
+def _layer_norm(own: dict[str, Any], x: torch.Tensor):
+    normalized = list(own["normalized_shape"])
     if x.dim() < len(normalized) or list(x.shape[x.dim() - len(normalized) :]) != normalized:
         return None
-    weight, bias = _held(module, "_parameters", "weight", "bias")
+    weight, bias = _held(own, "_parameters", "weight", "bias")
     if weight is _ELSEWHERE or bias is _ELSEWHERE:
         return None
-    return aten.native_layer_norm.default, (x, normalized, weight, bias, module.eps)
+    return aten.native_layer_norm.default, (x, normalized, weight, bias, own["eps"])
 
 
 def _activation(operator, in_place=None) -> Shortcut:
-    def call(module: nn.Module, x: torch.Tensor):
-        return (in_place if in_place is not None and module.inplace else operator), (x,)
+    def call(own: dict[str, Any], x: torch.Tensor):
+        return (in_place if in_place is not None and own["inplace"] else operator), (x,)
 
     return call
 
 
-def _hardtanh(module: nn.Module, x: torch.Tensor):
+def _hardtanh(own: dict[str, Any], x: torch.Tensor):
     # The dispatcher leaves out trailing arguments at their defaults (max_val 1): not foreseen.
-    if module.max_val == 1:
+    max_val = own["max_val"]
+    if max_val == 1:
         return None
-    operator = aten.hardtanh_.default if module.inplace else aten.hardtanh.default
-    return operator, (x, module.min_val, module.max_val)
+    operator = aten.hardtanh_.default if own["inplace"] else aten.hardtanh.default
+    return operator, (x, own["min_val"], max_val)
 
 
-def _gelu(module: nn.Module, x: torch.Tensor):
-    return (aten.gelu.default, (x,)) if module.approximate == "none" else None
+def _gelu(own: dict[str, Any], x: torch.Tensor):
+    return (aten.gelu.default, (x,)) if own["approximate"] == "none" else None
 
 
 _SHORTCUTS: dict[type[nn.Module], Shortcut] = {
@@ -283,12 +293,12 @@ def class_shortcut(cls: type) -> Shortcut | None:
     return _SHORTCUTS.get(cls) or _found_elsewhere(cls)
 
 
-def reaches_as_defined(module: nn.Module, set_by_the_trace: Any = None) -> bool:
-    """Whether the forward of a module whose class has a shortcut reaches what its class's does
-    as defined: no method of the module's own (but `set_by_the_trace`, the forward the trace
-    put on it), none replaced, no function patched. Asked again at each call: a forward may
-    patch one (a lazy set-up of its convolution's `_conv_forward` at its first call)."""
-    cls = type(module)
+def reaches_as_defined(cls: type, own: dict[str, Any], set_by_the_trace: Any = None) -> bool:
+    """Whether the forward of a module of class `cls`, whose class has a shortcut, and of
+    attributes `own` (its `__dict__`) reaches what its class's does as defined: no method of
+    the module's own (but `set_by_the_trace`, the forward the trace put on it), none replaced,
+    no function patched. Asked again at each call: a forward may patch one (a lazy set-up of
+    its convolution's `_conv_forward` at its first call)."""
     known = _FORWARDS.get(cls) or _found_as_defined(cls)
     if known is None:
         return False
@@ -296,7 +306,6 @@ def reaches_as_defined(module: nn.Module, set_by_the_trace: Any = None) -> bool:
     for owner, name, function in found:
         if getattr(owner, name, None) is not function:
             return False
-    own = module.__dict__
     for name in methods:  # noqa: SIM110 (a loop: all() of a generator costs twice as much, at every call answered)
         if own.get(name, set_by_the_trace) is not set_by_the_trace:
             return False
@@ -308,9 +317,9 @@ def may_shortcut(x: Any) -> bool:
     recorded, and no other mode that the forward's torch calls would pass through (the
     recorder's is the only dispatch mode, no torch-function mode is active)."""
     return (
-        type(x) is torch.Tensor
+        type(x) is Tensor
         and x.is_meta
-        and not torch.is_grad_enabled()
-        and torch._C._len_torch_dispatch_stack() == 1
-        and torch._C._len_torch_function_stack() == 0
+        and not is_grad_enabled()
+        and _len_torch_dispatch_stack() == 1
+        and _len_torch_function_stack() == 0
     )

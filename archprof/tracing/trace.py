@@ -229,7 +229,7 @@ def _traced_once(
     modules, module_types, named = tree.modules, tree.types, tree.tensors
     code = ScriptCode(script_code, modules, canonical_paths(modules)) if script_code is not None else None
     # After any lazy initialisation, which works on a meta copy (archprof's own).
-    attributes = Attributes.of(modules) if not owned and model is original else None
+    attributes = Attributes.of(modules, tree.attributes) if not owned and model is original else None
     tensors = [t for _, t, _ in named]
     shapes = [s.shape for s in specs]
     recorder_type = TrainingRecorder if training else Recorder
@@ -269,7 +269,9 @@ def _traced_once(
                 replays = None
                 if shortcuts and not tree.tied:  # a copy renames a block's parameters: untied ones
                     replays = Replays(modules, tree.own_forwards, recorder, kernels.chosen)
-                for handle in attach_hooks(modules, module_types, tree.paths, recorder, shortcuts, replays):
+                for handle in attach_hooks(
+                    modules, tree.attributes, module_types, tree.paths, recorder, shortcuts, replays
+                ):
                     stack.callback(handle.remove)
             if training:
                 stack.enter_context(torch.enable_grad())
@@ -296,9 +298,9 @@ def _traced_once(
             if stand_ins is not None or attributes is not None:
                 # The parameter, buffer and submodule tables as they were: stand-ins swapped
                 # back, a buffer or a submodule the caller's forward made on its first call gone.
-                stack.callback(put_back, tables(modules))
+                stack.callback(put_back, tables(tree.attributes))
             if stand_ins is not None:
-                swap_in(modules, stand_ins)
+                swap_in(tree.attributes, stand_ins)
             if below_autograd:
                 stack.enter_context(torch._C._AutoDispatchBelowAutograd())
             recorder.forward_starts(below_autograd)
