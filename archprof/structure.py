@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
-# torch's names on the per-operator path read once here: torch's module-level `__getattr__`
-# keeps Python 3.11 from caching reads of `torch.<name>`, each then about 300 machine
-# instructions more than a global's.
+# torch's names on the per-operator path read once, as `from` imports: torch's module-level
+# `__getattr__` keeps Python 3.11 from caching reads of `torch.<name>`, each then about 300
+# machine instructions more than a global's.
+from torch import Tensor
 
 
 def tensors_in(structure, records: set[int] | None = None) -> list[torch.Tensor]:
