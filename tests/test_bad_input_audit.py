@@ -318,3 +318,20 @@ def test_a_unit_coordinate_may_carry_a_plus_sign_as_int_reads_it():
     signed, plain = (cli("rf", "lenet5", "--unit", unit, "--layer", "features.0") for unit in ("+1,2", "1,2"))
     assert signed.exit_code == plain.exit_code == 0
     assert signed.stdout == plain.stdout.replace("unit 1,2", "unit +1,2")
+
+
+@pytest.mark.parametrize("where", ["the model", "a submodule"])
+def test_a_module_whose_init_never_ran_is_refused_in_one_line(tmp_path, monkeypatch, where):
+    """A module whose class's `__init__` does not call `super().__init__()` has no tables: the
+    trace's walk, then the input hint's, raised Python's AttributeError as a traceback."""
+    broken = "Broken()" if where == "the model" else "torch.nn.Sequential(torch.nn.ReLU(), Broken())"
+    (tmp_path / "broken.py").write_text(
+        "import torch\n\n\nclass Broken(torch.nn.Module):\n    def __init__(self):\n        pass\n\n"
+        "    def forward(self, x):\n        return x\n\n\n"
+        f"def make():\n    return {broken}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("summary", "broken.py:make", "--input", "3x8x8")
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert "'Broken' object has no attribute '_parameters'" in line and "super().__init__()" in line

@@ -90,8 +90,8 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         prefix = f"{path}." if path else ""
         try:
             held_parameters, held_buffers, children = own["_parameters"], own["_buffers"], own["_modules"]
-        except KeyError:  # nn.Module's __init__ never ran: Python's lookup raises its AttributeError
-            held_parameters, held_buffers, children = module._parameters, module._buffers, module._modules
+        except KeyError:  # not among its attributes: read as Python reads them, else refused
+            held_parameters, held_buffers, children = _tables(path, module)
         if held_parameters:
             tied |= _listed(held_parameters, prefix, False, parameters, seen_parameters)
         if held_buffers:
@@ -128,6 +128,24 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     )
 
 
+class ModuleNeverInitialised(ArchprofError, AttributeError):
+    """A module whose nn.Module `__init__` never ran (its class's `__init__` did not call
+    `super().__init__()`): it has no tables. An AttributeError too, as Python's own lookup of
+    them raises, said in one line where archprof's errors are."""
+
+
+def _tables(path: str, module: torch.nn.Module) -> tuple[dict, dict, dict]:
+    """A module's parameter, buffer and submodule tables where its `__dict__` holds none of
+    them: as Python's lookup finds them (a class's own), or `ModuleNeverInitialised`."""
+    try:
+        return module._parameters, module._buffers, module._modules
+    except AttributeError as missing:
+        where = f"module '{path}'" if path else "the model"
+        raise ModuleNeverInitialised(
+            f"{where}: {missing}: its class's __init__ must call super().__init__() before setting anything"
+        ) from None
+
+
 def _type_names(
     modules: list[tuple[str, torch.nn.Module]], attributes: list[dict[str, Any]]
 ) -> tuple[dict[str, str], set[type]]:
@@ -148,7 +166,8 @@ def _type_names(
 def modules_from_a_stack(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, int]]:
     """Each module of `model` once, with its level below it (the model's own 0), in `modules()`'s
     order, walked from a stack: a tree too deep for `modules()`'s recursion, or holding a child
-    named by no string, is walked all the same."""
+    named by no string, is walked all the same. A module whose nn.Module `__init__` never ran
+    has no children to walk (the trace refuses it: `ModuleNeverInitialised`)."""
     seen: set[int] = set()
     to_visit = [(model, 0)]  # the next to visit last
     while to_visit:
@@ -157,7 +176,8 @@ def modules_from_a_stack(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Modu
             continue
         seen.add(id(module))
         yield module, depth
-        to_visit += reversed([(child, depth + 1) for child in module._modules.values() if child is not None])
+        children = getattr(module, "_modules", None) or {}
+        to_visit += reversed([(child, depth + 1) for child in children.values() if child is not None])
 
 
 def nesting_depth(model: torch.nn.Module) -> int:
