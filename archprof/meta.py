@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Iterator
 
 import torch
+from torch.nn.modules.module import _global_parameter_registration_hooks
 from torch.utils._device import DeviceContext, _device_constructors
 
 from archprof.collector import collector_paused
@@ -223,9 +224,37 @@ def _tensors_on_meta(module: torch.nn.Module) -> bool:
 
 
 @contextlib.contextmanager
+def _parameters_registered_past_the_mode() -> Iterator[None]:
+    """`nn.Module.register_parameter`, while active, registers a plain parameter with torch
+    functions off: its one torch call, the read of the new parameter's `grad_fn`, passed the
+    build's mode (a call of it per parameter, 1.7% of a build). A parameter of another class
+    (a lazy layer's, one with its own `__torch_function__`) and the registration hooks, which
+    may make tensors, meet the mode as before."""
+    register_parameter = torch.nn.Module.register_parameter
+
+    def register_past_the_mode(module, name, param):
+        if type(param) is torch.nn.Parameter and not _global_parameter_registration_hooks:
+            with torch._C.DisableTorchFunction():
+                return register_parameter(module, name, param)
+        return register_parameter(module, name, param)
+
+    torch.nn.Module.register_parameter = register_past_the_mode
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register_parameter
+
+
+@contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Build on the meta device, weight initialisers skipped (their values are never read)."""
-    with PATCHING_TORCH, collector_paused(), _initialisers_return_meta_tensors(), _MetaDeviceSkippingFills():
+    with (
+        PATCHING_TORCH,
+        collector_paused(),
+        _initialisers_return_meta_tensors(),
+        _parameters_registered_past_the_mode(),
+        _MetaDeviceSkippingFills(),
+    ):
         yield
 
 

@@ -1,12 +1,15 @@
 """A build on meta returns at once from the layers' own initialisers
 (`archprof.meta._LAYER_INITIALISERS`) where their module's tensors are all on meta, and runs
 them as before anywhere else: a CPU module, one partly on meta, a module built in another
-thread meanwhile, a subclass's override. The oracles: torch's own build on the CPU (the
-values it draws from one seed) and under `torch.device("meta")`."""
+thread meanwhile, a subclass's override. It registers a plain parameter past its mode, and
+any other parameter, or one with a registration hook, as before. The oracles: torch's own
+build on the CPU (the values it draws from one seed) and under `torch.device("meta")`."""
 
 from __future__ import annotations
 
+import operator
 import threading
+from typing import ClassVar
 
 import pytest
 import torch
@@ -32,12 +35,12 @@ def _layers():
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
 
 
-def test_on_meta_the_layers_initialisers_call_no_torch_function():
-    """Only the constructors and `register_parameter`'s read of a parameter's `grad_fn`: no
-    `no_grad`, `is_contiguous`, fan or fill."""
+def test_on_meta_the_layers_initialisers_and_their_parameters_registration_call_no_torch_function():
+    """Only the constructors: no `no_grad`, `is_contiguous`, fan or fill, and no read of a
+    new parameter's `grad_fn` as it is registered."""
     with on_meta(), _TorchCalls() as calls:
         _layers()
-    assert set(calls.names) == {"empty", "zeros", "ones", "tensor", "__get__"}
+    assert set(calls.names) == {"empty", "zeros", "ones", "tensor"}
 
 
 def test_layers_built_on_the_cpu_during_a_build_on_meta_are_initialised_as_torch_initialises_them():
@@ -102,13 +105,52 @@ def test_a_subclass_overriding_a_layers_initialiser_is_built_as_torch_builds_it_
     assert conv.initialised and norm.statistics_reset == 1
 
 
-def test_the_layers_initialisers_are_torchs_own_again_after_a_build_even_a_failed_one():
-    originals = [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS]
+def _replaced_methods() -> list:
+    return [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS] + [nn.Module.register_parameter]
+
+
+def test_the_layers_initialisers_and_register_parameter_are_torchs_own_again_after_a_build_even_a_failed_one():
+    originals = _replaced_methods()
     with on_meta():
-        assert [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS] != originals
+        assert all(map(operator.is_not, _replaced_methods(), originals))
     with pytest.raises(RuntimeError, match="the factory failed"), on_meta():
         raise RuntimeError("the factory failed")
-    assert [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS] == originals
+    assert _replaced_methods() == originals
+
+
+class _Traced(nn.Parameter):
+    """A parameter whose own `__torch_function__` notes the torch functions it meets."""
+
+    seen: ClassVar[list[str]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(func.__name__)
+        with torch._C.DisableTorchFunction():
+            return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("build", [lambda: torch.device("meta"), on_meta], ids=["torch", "on_meta"])
+def test_a_parameter_of_its_own_class_meets_the_read_of_its_grad_fn_as_registered(build):
+    _Traced.seen = []
+    with build():
+        module = nn.Module()
+        module.register_parameter("weight", _Traced(torch.empty(2, device="meta")))
+    assert _Traced.seen == ["__get__"]
+
+
+def test_a_parameter_registration_hook_meets_the_builds_mode():
+    """A hook's tensors are made on meta, as under torch's own build."""
+    made = []
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, param: made.append(torch.zeros(1).device.type)
+    )
+    try:
+        with on_meta():
+            nn.Linear(2, 3)
+    finally:
+        handle.remove()
+    assert made == ["meta", "meta"]
 
 
 def _assert_same_values(built: nn.Module, expected: nn.Module) -> None:
