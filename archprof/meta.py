@@ -227,9 +227,11 @@ def _tensors_on_meta(module: torch.nn.Module) -> bool:
 def _parameters_registered_past_the_mode() -> Iterator[None]:
     """`nn.Module.register_parameter`, while active, registers a plain parameter with torch
     functions off: its one torch call, the read of the new parameter's `grad_fn`, passed the
-    build's mode (a call of it per parameter, 1.7% of a build). A parameter of another class
-    (a lazy layer's, one with its own `__torch_function__`) and the registration hooks, which
-    may make tensors, meet the mode as before."""
+    build's mode, a call of it per parameter. Setting the method on nn.Module reaches every
+    subclass's entries in Python's method cache (40 µs each way with timm imported); net, a
+    build takes 1 to 2% fewer instructions (a VGG-16, of few parameters, as many). A parameter
+    of another class (a lazy layer's, one with its own `__torch_function__`) and the
+    registration hooks, which may make tensors, meet the mode as before."""
     register_parameter = torch.nn.Module.register_parameter
 
     def register_past_the_mode(module, name, param):
