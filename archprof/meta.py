@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.nn.modules.module import _global_parameter_registration_hooks
+from torch.nn.modules.module import _global_buffer_registration_hooks, _global_parameter_registration_hooks
 from torch.utils._device import DeviceContext, _device_constructors
 
 from archprof.collector import collector_paused
@@ -223,24 +223,33 @@ def _tensors_on_meta(module: torch.nn.Module) -> bool:
     return True
 
 
+def _past_the_mode(register: Callable, plain: type, hooks: dict) -> Callable:
+    """`register` (a module's `register_parameter` or `register_buffer`), with torch functions
+    off where nothing but a build's mode would meet them: the tensor of class `plain` exactly
+    (none of its own `__torch_function__`, as a lazy layer's parameter has) and no registration
+    `hooks` (they may make tensors). Registering a tensor reads it (a new parameter's
+    `grad_fn`), moving it to meta (`weights_on_meta`) calls `to`: each a call of the mode."""
+
+    @functools.wraps(register)
+    def register_past_the_mode(module, name, tensor, *args, **kwargs):
+        if type(tensor) is plain and not hooks:
+            with torch._C.DisableTorchFunction():
+                return register(module, name, tensor, *args, **kwargs)
+        return register(module, name, tensor, *args, **kwargs)
+
+    return register_past_the_mode
+
+
 @contextlib.contextmanager
 def _parameters_registered_past_the_mode() -> Iterator[None]:
     """`nn.Module.register_parameter`, while active, registers a plain parameter with torch
-    functions off: its one torch call, the read of the new parameter's `grad_fn`, passed the
-    build's mode, a call of it per parameter. Setting the method on nn.Module reaches every
+    functions off (`_past_the_mode`). Setting the method on nn.Module reaches every
     subclass's entries in Python's method cache (40 µs each way with timm imported); net, a
-    build takes 1 to 2% fewer instructions (a VGG-16, of few parameters, as many). A parameter
-    of another class (a lazy layer's, one with its own `__torch_function__`) and the
-    registration hooks, which may make tensors, meet the mode as before."""
+    build takes 1 to 2% fewer instructions (a VGG-16, of few parameters, as many)."""
     register_parameter = torch.nn.Module.register_parameter
-
-    def register_past_the_mode(module, name, param):
-        if type(param) is torch.nn.Parameter and not _global_parameter_registration_hooks:
-            with torch._C.DisableTorchFunction():
-                return register_parameter(module, name, param)
-        return register_parameter(module, name, param)
-
-    torch.nn.Module.register_parameter = register_past_the_mode
+    torch.nn.Module.register_parameter = _past_the_mode(
+        register_parameter, torch.nn.Parameter, _global_parameter_registration_hooks
+    )
     try:
         yield
     finally:
@@ -291,8 +300,12 @@ def weights_on_meta() -> Iterator[None]:
                 tensor = tensor.to("meta")
             register_buffer(module, name, tensor, persistent=persistent)
 
-        torch.nn.Module.register_parameter = register_meta_parameter
-        torch.nn.Module.register_buffer = register_meta_buffer
+        torch.nn.Module.register_parameter = _past_the_mode(
+            register_meta_parameter, torch.nn.Parameter, _global_parameter_registration_hooks
+        )
+        torch.nn.Module.register_buffer = _past_the_mode(
+            register_meta_buffer, torch.Tensor, _global_buffer_registration_hooks
+        )
         try:
             with _initialisers_return_meta_tensors(), _SkipFillsOnMeta():
                 yield

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from archprof.meta import _LAYER_INITIALISERS, on_meta
-from tests.test_meta_build import _assert_built_alike
+from archprof.meta import _LAYER_INITIALISERS, on_meta, weights_on_meta
+from tests.test_meta_build import _assert_built_alike, _state
 
 
 class _TorchCalls(torch.overrides.TorchFunctionMode):
@@ -130,27 +130,61 @@ class _Traced(nn.Parameter):
             return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("build", [lambda: torch.device("meta"), on_meta], ids=["torch", "on_meta"])
-def test_a_parameter_of_its_own_class_meets_the_read_of_its_grad_fn_as_registered(build):
+class _TracedTensor(torch.Tensor):
+    """A tensor whose own `__torch_function__` notes the torch functions it meets."""
+
+    seen: ClassVar[list[str]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(func.__name__)
+        with torch._C.DisableTorchFunction():
+            return func(*args, **(kwargs or {}))
+
+
+_BUILDS = {"torch": lambda: torch.device("meta"), "on_meta": on_meta, "weights_on_meta": weights_on_meta}
+
+
+@pytest.mark.parametrize("build", list(_BUILDS))
+def test_a_parameter_of_its_own_class_meets_the_reads_of_it_as_registered(build):
+    """Its `grad_fn` read, as torch registers it; `to`, as weights_on_meta moves it to meta."""
     _Traced.seen = []
-    with build():
-        module = nn.Module()
-        module.register_parameter("weight", _Traced(torch.empty(2, device="meta")))
-    assert _Traced.seen == ["__get__"]
+    with _BUILDS[build]():
+        nn.Module().register_parameter("weight", _Traced(torch.empty(2)))
+    assert "__get__" in _Traced.seen
+    assert ("to" in _Traced.seen) == (build == "weights_on_meta")
 
 
-def test_a_parameter_registration_hook_meets_the_builds_mode():
-    """A hook's tensors are made on meta, as under torch's own build."""
-    made = []
-    handle = torch.nn.modules.module.register_module_parameter_registration_hook(
-        lambda module, name, param: made.append(torch.zeros(1).device.type)
-    )
+def test_a_buffer_of_its_own_class_meets_its_move_to_meta():
+    _TracedTensor.seen = []
+    with weights_on_meta():
+        nn.Module().register_buffer("stats", torch.empty(2).as_subclass(_TracedTensor))
+    assert "to" in _TracedTensor.seen
+
+
+@pytest.mark.parametrize("build", ["on_meta", "weights_on_meta"])
+def test_registration_hooks_meet_the_builds_modes(build):
+    """With a parameter or buffer registration hook, torch functions stay on while a module
+    registers its tensors: a hook's tensors are made on meta by `on_meta`, as by torch's own
+    build."""
+    seen = []
+
+    def hook(module, name, tensor):
+        seen.append((name, torch._C._is_torch_function_enabled(), torch.zeros(1).device.type))
+
+    handles = [
+        torch.nn.modules.module.register_module_parameter_registration_hook(hook),
+        torch.nn.modules.module.register_module_buffer_registration_hook(hook),
+    ]
     try:
-        with on_meta():
-            nn.Linear(2, 3)
+        with _BUILDS[build]():
+            nn.BatchNorm1d(2)
     finally:
-        handle.remove()
-    assert made == ["meta", "meta"]
+        for handle in handles:
+            handle.remove()
+    device = "meta" if build == "on_meta" else "cpu"
+    names = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert seen == [(name, True, device) for name in names]
 
 
 def _assert_same_values(built: nn.Module, expected: nn.Module) -> None:
@@ -158,3 +192,12 @@ def _assert_same_values(built: nn.Module, expected: nn.Module) -> None:
     assert list(got) == list(want)
     for name, tensor in got.items():
         assert tensor.device.type == "cpu" and torch.equal(tensor, want[name]), name
+
+
+def test_a_model_built_with_its_weights_on_meta_is_its_cpu_build_moved_to_meta(hub_packages):
+    """torchvision's RegNets compute their widths on the CPU (`weights_on_meta` builds them):
+    every parameter and buffer registered past the mode is as torch's CPU build, moved."""
+    torchvision, _ = hub_packages
+    with weights_on_meta():
+        built = torchvision.models.regnet_y_400mf()
+    assert _state(built) == _state(torchvision.models.regnet_y_400mf().to("meta"))
