@@ -118,8 +118,8 @@ def test_the_layers_initialisers_and_register_parameter_are_torchs_own_again_aft
     assert _replaced_methods() == originals
 
 
-class _Traced(nn.Parameter):
-    """A parameter whose own `__torch_function__` notes the torch functions it meets."""
+class _Noting:
+    """A tensor class whose own `__torch_function__` notes the torch functions it meets."""
 
     seen: ClassVar[list[str]] = []
 
@@ -130,16 +130,12 @@ class _Traced(nn.Parameter):
             return func(*args, **(kwargs or {}))
 
 
-class _TracedTensor(torch.Tensor):
-    """A tensor whose own `__torch_function__` notes the torch functions it meets."""
+class _Traced(_Noting, nn.Parameter):
+    pass
 
-    seen: ClassVar[list[str]] = []
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        cls.seen.append(func.__name__)
-        with torch._C.DisableTorchFunction():
-            return func(*args, **(kwargs or {}))
+class _TracedTensor(_Noting, torch.Tensor):
+    pass
 
 
 _BUILDS = {"torch": lambda: torch.device("meta"), "on_meta": on_meta, "weights_on_meta": weights_on_meta}
