@@ -1,7 +1,7 @@
 """archprof's analysis in machine instructions, this checkout against an earlier commit.
 
     python benchmarks/bench_instructions.py [--base REV] [--runs N] [--models SPEC ...]
-                                            [--passes] [--report PATH]
+                                            [--build | --passes] [--report PATH]
 
 A change of a few percent is below what wall-clock timings on a shared machine can tell
 apart (`bench_revisions.py` pairs its runs and still sees their middle half spread over
@@ -16,10 +16,11 @@ analysis spends its time").
 
 One worker process per tree (this checkout, and REV as a temporary `git worktree`), run
 under callgrind side by side, each with every model loaded and analysed twice before
-counting starts; then, per model, the instructions of `--runs` analyses (default 3), or with
-`--passes` of the report built from a graph traced beforehand. Both use this checkout's
-virtual environment (the same torch). Needs valgrind and gcc (`apt-get install valgrind
-gcc`). Writes reports/benchmark_instructions[_passes].md.
+counting starts; then, per model, the instructions of `--runs` analyses (default 3), with
+`--build` of building it from its spec on meta, or with `--passes` of the report built from
+a graph traced beforehand. Both use this checkout's virtual environment (the same torch).
+Needs valgrind and gcc (`apt-get install valgrind gcc`). Writes
+reports/benchmark_instructions[_build|_passes].md.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ void counting_stop(void) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_DUMP_STATS; CALLG
 """
 
 
-def worker(tree: Path, helper: Path, specs: list[str], runs: int, passes: bool) -> None:
-    """Under callgrind: archprof from `tree`, each model counted over `runs` analyses (or
-    reports, with `passes`), one dump each, in the order of `specs`; prints each model's
-    number of traced operators."""
+def worker(tree: Path, helper: Path, specs: list[str], runs: int, step: str) -> None:
+    """Under callgrind: archprof from `tree`, each model counted over `runs` analyses (or,
+    with `step` "build", builds; with "passes", reports), one dump each, in the order of
+    `specs`; prints each model's number of traced operators."""
     import ctypes
 
     counting = ctypes.CDLL(str(helper))
@@ -59,7 +60,9 @@ def worker(tree: Path, helper: Path, specs: list[str], runs: int, passes: bool) 
         model = load_model(spec)
         shape = model.default_inputs[0].shape
         graph = analysis(model, shape, None, None).graph
-        if passes:
+        if step == "build":
+            run = lambda spec=spec: load_model(spec)  # noqa: E731
+        elif step == "passes":
             # The collector paused as an analysis pauses it: a collection falling into one tree's
             # counted runs and not the other's would count for the code (a fifth of a pass, or more).
             run = lambda graph=graph, spec=spec: with_collector_paused(build_report, graph, spec)  # noqa: E731
@@ -74,7 +77,7 @@ def worker(tree: Path, helper: Path, specs: list[str], runs: int, passes: bool) 
         print(len(graph.ops), flush=True)
 
 
-def counted(tree: Path, helper: Path, out: Path, specs: list[str], runs: int, passes: bool) -> subprocess.Popen:
+def counted(tree: Path, helper: Path, out: Path, specs: list[str], runs: int, step: str) -> subprocess.Popen:
     """A worker for `tree`, started under callgrind, its dumps `out.<pid>.<n>`."""
     command = [
         "valgrind",
@@ -90,11 +93,11 @@ def counted(tree: Path, helper: Path, out: Path, specs: list[str], runs: int, pa
         str(helper),
         "--runs",
         str(runs),
+        "--step",
+        step,
         "--models",
         *specs,
     ]
-    if passes:
-        command.append("--passes")
     environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set orders in both runs
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     return subprocess.Popen(command, text=True, cwd=ROOT, env=environment, **pipes)
@@ -109,12 +112,14 @@ def dumped_totals(out: Path, pid: int, count: int) -> list[int]:
     return totals
 
 
-def report(counts: dict[str, list[int]], ops: list[int], specs: list[str], base: str, runs: int, passes: bool) -> str:
+def report(counts: dict[str, list[int]], ops: list[int], specs: list[str], base: str, runs: int, step: str) -> str:
     this = "this checkout"
-    what = "the passes alone (the report built from a graph traced once)" if passes else "the analysis"
-    flag = " --passes" if passes else ""
+    flag, what = {
+        "build": (" --build", "building the model from its spec on meta"),
+        "passes": (" --passes", "the passes alone (the report built from a graph traced once)"),
+    }.get(step, ("", "the analysis"))
     lines = [
-        f"# archprof {'passes' if passes else 'analysis'} in instructions: this checkout against {base}",
+        f"# archprof {step} in instructions: this checkout against {base}",
         "",
         f"`python benchmarks/bench_instructions.py --base {base} --runs {runs}{flag}`: the instructions of {what},"
         f" per run, the mean of {runs} runs counted by valgrind's callgrind after two warm-up runs. {machine_text()}",
@@ -137,21 +142,26 @@ def main() -> None:
     parser.add_argument("--base", default=DEFAULT_BASE, help="the commit to compare with")
     parser.add_argument("--runs", type=int, default=3, help="analyses counted per model")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="specs or built-in names")
+    parser.add_argument("--build", action="store_true", help="count building each model from its spec on meta")
     parser.add_argument("--passes", action="store_true", help="count the passes alone, on a graph traced once")
-    parser.add_argument("--report", type=Path, help="default: reports/benchmark_instructions[_passes].md")
+    parser.add_argument("--report", type=Path, help="default: reports/benchmark_instructions[_build|_passes].md")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--helper", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("analysis", "build", "passes"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker is not None:
-        worker(options.worker, options.helper, options.models, options.runs, options.passes)
+        worker(options.worker, options.helper, options.models, options.runs, options.step)
         return
+    if options.build and options.passes:
+        parser.error("--build and --passes count different steps: give one")
+    step = "build" if options.build else "passes" if options.passes else "analysis"
     with tempfile.TemporaryDirectory() as scratch, worktree(options.base) as base_tree:
         source, helper = Path(scratch) / "counting.c", Path(scratch) / "counting.so"
         source.write_text(_HELPER)
         subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(helper), str(source)], check=True)
         trees = {"this checkout": ROOT, options.base: base_tree}
         workers = {
-            name: counted(tree, helper, Path(scratch) / f"out{index}", options.models, options.runs, options.passes)
+            name: counted(tree, helper, Path(scratch) / f"out{index}", options.models, options.runs, step)
             for index, (name, tree) in enumerate(trees.items())
         }
         counts, ops = {}, []
@@ -162,9 +172,9 @@ def main() -> None:
             if name == "this checkout":
                 ops = [int(line) for line in stdout.split()]
             counts[name] = dumped_totals(Path(scratch) / f"out{index}", process.pid, len(options.models))
-    text = report(counts, ops, options.models, options.base, options.runs, options.passes)
+    text = report(counts, ops, options.models, options.base, options.runs, step)
     print(text)
-    path = options.report or ROOT / "reports" / f"benchmark_instructions{'_passes' if options.passes else ''}.md"
+    path = options.report or ROOT / "reports" / f"benchmark_instructions{'' if step == 'analysis' else f'_{step}'}.md"
     path.write_text(text)
     print(f"[bench] wrote {path}", file=sys.stderr)
 
