@@ -159,6 +159,34 @@ def test_a_models_own_train_is_respected_and_every_mode_put_back():
     assert not any(m.training for m in plain.modules())
 
 
+class _ModeAsProperty(nn.Module):
+    """A module whose `training` flag is a property, kept in an attribute of another name:
+    its forward doubles its output in training mode only."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    @property
+    def training(self):
+        return self._mode
+
+    @training.setter
+    def training(self, value):
+        self.__dict__["_mode"] = value
+
+    def forward(self, x):
+        return self.linear(x) * 2 if self.training else self.linear(x)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_mode_kept_by_a_property_is_set_through_it_and_put_back(training):
+    model = _ModeAsProperty().train(not training)
+    graph = trace(model, [(1, 4)], training=training)
+    assert any(op.op == "aten.mul" for op in graph.ops) == training  # the forward ran in the mode asked
+    assert model.training is (not training) and "training" not in model.__dict__  # nothing left behind
+
+
 def test_failing_forward_names_the_module_and_its_input():
     with pytest.raises(ArchprofError) as error:
         archprof.analyze("lenet5", input_size=(3, 224, 224))

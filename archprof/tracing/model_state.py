@@ -179,10 +179,13 @@ def modes_put_back(modes: dict[torch.nn.Module, bool]) -> None:
 def _set_flags(flags: Iterable[tuple[torch.nn.Module, bool]]) -> None:
     """Each module's `training` flag written, directly into its attributes where its class
     keeps nn.Module's `__setattr__`, which looks through parameters, buffers and submodules
-    first: a tenth of a small network's trace, for a plain attribute."""
+    first: a tenth of a small network's trace, for a plain attribute. Only where the flag is
+    one of its attributes: a class that makes `training` a property keeps it elsewhere, and
+    its setter is what Python's assignment reaches."""
     module_setattr = torch.nn.Module.__setattr__  # read once, as `train` above
     for module, training in flags:
-        if type(module).__setattr__ is module_setattr:
-            module.__dict__["training"] = training
+        state = module.__dict__
+        if type(module).__setattr__ is module_setattr and "training" in state:
+            state["training"] = training
         else:
             module.training = training
