@@ -12,8 +12,6 @@ forward: a first layer computes no input gradient, a frozen layer no weight grad
 
 from __future__ import annotations
 
-from collections import Counter
-
 from archprof.graph import Graph, OpNode, TensorMeta, value_record
 from archprof.operators.costs import convolution_backward_parts
 from archprof.passes.flops import op_cost, shaped_arguments
@@ -75,12 +73,14 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
     rows = len(groups)
     input_macs, weight_macs, recomputed = [0] * rows, [0] * rows, [0] * rows
     elementwise = [0] * rows
-    missing = [Counter() for _ in range(rows)]
+    # Plain dicts, not Counters: a Counter's __init__ and update are Python, a few thousand instructions a row.
+    missing: list[dict[str, int]] = [{} for _ in range(rows)]
     for op in graph.backward_ops:
         row = row_of[op.origin]
         share = backward_share(op, graph, weights)
         if share is None:
-            missing[row][op.op] += 1
+            counts = missing[row]
+            counts[op.op] = counts.get(op.op, 0) + 1
             continue
         input_macs[row] += share.input_macs
         weight_macs[row] += share.weight_macs
@@ -94,7 +94,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
         "backward_flops": backward_flops,
         "backward_elementwise_flops": elementwise,
         "training_flops": [f + b for f, b in zip(forward_flops, backward_flops, strict=True)],
-        "backward_not_counted": [dict(counts) for counts in missing],
+        "backward_not_counted": missing,
     }
 
 
