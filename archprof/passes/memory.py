@@ -51,7 +51,11 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
         return {}
     live = live or liveness(graph)
     state = model_state_storages(graph)
-    return {t.storage: live.storage_bytes.get(t.storage, t.nbytes) for t in graph.saved if t.storage not in state}
+    sizes = live.storage_bytes
+    # A saved tensor's nbytes only where its storage has no size: a property's call, per tensor saved.
+    return {
+        t.storage: sizes[t.storage] if t.storage in sizes else t.nbytes for t in graph.saved if t.storage not in state
+    }
 
 
 @value_record  # one per saved storage: not frozen, whose __init__ sets each field through object.__setattr__
