@@ -52,9 +52,12 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
     live = live or liveness(graph)
     state = model_state_storages(graph)
     sizes = live.storage_bytes
-    # A saved tensor's nbytes only where its storage has no size: a property's call, per tensor saved.
+    # A saved tensor's nbytes only where its storage has no size, not as get()'s default: that
+    # is computed for every tensor saved, a property's call each.
     return {
-        t.storage: sizes[t.storage] if t.storage in sizes else t.nbytes for t in graph.saved if t.storage not in state
+        t.storage: sizes[t.storage] if t.storage in sizes else t.nbytes  # noqa: SIM401
+        for t in graph.saved
+        if t.storage not in state
     }
 
 
