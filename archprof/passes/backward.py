@@ -12,8 +12,6 @@ forward: a first layer computes no input gradient, a frozen layer no weight grad
 
 from __future__ import annotations
 
-from collections import Counter
-
 from archprof.graph import Graph, OpNode, TensorMeta, value_record
 from archprof.operators.costs import convolution_backward_parts
 from archprof.passes.flops import op_cost, shaped_arguments
@@ -26,7 +24,9 @@ _LSTM_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward"
 
 @value_record  # one per backward op: not frozen, whose __init__ sets each field through object.__setattr__
 class BackwardShare:
-    """What one backward-pass op adds to its row's columns."""
+    """What one backward-pass op adds to its row's columns. `backward_share` makes one per
+    backward op by position, (input, weight, recomputed MACs, elementwise FLOPs): keywords
+    cost the call a dict of its own, a thousand instructions per op."""
 
     input_macs: int = 0
     weight_macs: int = 0
@@ -44,7 +44,7 @@ def backward_share(op: OpNode, graph: Graph, weights: set[int]) -> BackwardShare
         return None
     elementwise = cost.elementwise_flops
     if op.phase == "recompute":
-        return BackwardShare(recomputed_macs=cost.macs, elementwise_flops=elementwise)
+        return BackwardShare(0, 0, cost.macs, elementwise)
     if op.op == "aten.convolution_backward":
         for_input, for_weight, _ = _convolution_parts(op)
         # By what the operands are, not their slots: a kernel made from the network input (a
@@ -53,17 +53,17 @@ def backward_share(op: OpNode, graph: Graph, weights: set[int]) -> BackwardShare
         # recomputation hands the saved output back without running it, the node is another's.
         operand, kernel = (forward.inputs if forward.op == "aten.convolution" else op.inputs[1:3])[:2]
         input_macs = (0 if operand.storage in weights else for_input) + (0 if kernel.storage in weights else for_weight)
-        return BackwardShare(input_macs, for_input + for_weight - input_macs, elementwise_flops=elementwise)
+        return BackwardShare(input_macs, for_input + for_weight - input_macs, 0, elementwise)
     if op.op == _LSTM_LAYER_BACKWARD:
         # One kernel makes every gradient, each of its two halves one forward's products:
         # the input's and the hidden states' (`mkldnn_rnn_layer_backward`'s first outputs), both weights'.
-        return BackwardShare(cost.macs // 2, cost.macs - cost.macs // 2, elementwise_flops=elementwise)
+        return BackwardShare(cost.macs // 2, cost.macs - cost.macs // 2, 0, elementwise)
     # The tensors whose gradients it computes: its forward op's inputs, or those given to a
     # custom Function, whose forward op is only the last its forward ran.
     operands = graph.engine.function_inputs.get(op.index) or forward.inputs
     if cost.macs and _is_weight_gradient(op, operands, weights):
-        return BackwardShare(weight_macs=cost.macs, elementwise_flops=elementwise)
-    return BackwardShare(input_macs=cost.macs, elementwise_flops=elementwise)
+        return BackwardShare(0, cost.macs, 0, elementwise)
+    return BackwardShare(cost.macs, 0, 0, elementwise)
 
 
 def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list[int]) -> dict[str, list]:
@@ -75,12 +75,14 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
     rows = len(groups)
     input_macs, weight_macs, recomputed = [0] * rows, [0] * rows, [0] * rows
     elementwise = [0] * rows
-    missing = [Counter() for _ in range(rows)]
+    # Plain dicts, not Counters: a Counter's __init__ and update are Python, a few thousand instructions a row.
+    missing: list[dict[str, int]] = [{} for _ in range(rows)]
     for op in graph.backward_ops:
         row = row_of[op.origin]
         share = backward_share(op, graph, weights)
         if share is None:
-            missing[row][op.op] += 1
+            counts = missing[row]
+            counts[op.op] = counts.get(op.op, 0) + 1
             continue
         input_macs[row] += share.input_macs
         weight_macs[row] += share.weight_macs
@@ -94,7 +96,7 @@ def backward_columns(graph: Graph, groups: list[LayerGroup], forward_flops: list
         "backward_flops": backward_flops,
         "backward_elementwise_flops": elementwise,
         "training_flops": [f + b for f, b in zip(forward_flops, backward_flops, strict=True)],
-        "backward_not_counted": [dict(counts) for counts in missing],
+        "backward_not_counted": missing,
     }
 
 

@@ -238,7 +238,10 @@ def liveness_over(
     if released:  # the forward let go of these only after some later steps had run
         for storage, steps_run in released.items():
             if storage in last and storage not in held_from_start:
-                last[storage] = max(last[storage], min(steps_run, count) - 1)
+                # Compared, not max() and min(): a builtin's call each, per storage of every timeline.
+                let_go = (steps_run if steps_run < count else count) - 1
+                if let_go > last[storage]:
+                    last[storage] = let_go
     for storage in kept:
         storage = same.get(storage, storage)
         if storage in size:

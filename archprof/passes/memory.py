@@ -51,7 +51,14 @@ def saved_activations(graph: Graph, live: Liveness | None = None) -> dict[int, i
         return {}
     live = live or liveness(graph)
     state = model_state_storages(graph)
-    return {t.storage: live.storage_bytes.get(t.storage, t.nbytes) for t in graph.saved if t.storage not in state}
+    sizes = live.storage_bytes
+    # A saved tensor's nbytes only where its storage has no size, not as get()'s default: that
+    # is computed for every tensor saved, a property's call each.
+    return {
+        t.storage: sizes[t.storage] if t.storage in sizes else t.nbytes  # noqa: SIM401
+        for t in graph.saved
+        if t.storage not in state
+    }
 
 
 @value_record  # one per saved storage: not frozen, whose __init__ sets each field through object.__setattr__
@@ -64,24 +71,33 @@ class SavedStorage:
 
 
 def saved_rows(graph: Graph, groups: list[LayerGroup], live: Liveness | None = None) -> dict[int, SavedStorage]:
-    """Storage -> `SavedStorage` of every activation autograd saved (`saved_activations`). A
-    saved storage is charged to the row whose op made it (a network input: the row that
-    first read it). Autograd saves an op's inputs before the op runs and its outputs after,
-    so "the op running when it was saved" would be ambiguous; the maker is not."""
+    """Storage -> `SavedStorage` of every activation autograd saved (`saved_activations`),
+    charged as `_saved_charges` charges it."""
+    return {storage: SavedStorage(*charge) for storage, charge in _saved_charges(graph, groups, live).items()}
+
+
+def _saved_charges(
+    graph: Graph, groups: list[LayerGroup], live: Liveness | None = None
+) -> dict[int, tuple[int, int, int]]:
+    """Storage -> (bytes, op, row) of every activation autograd saved, `SavedStorage`'s fields
+    (tuples: the column sums them, without a record's __init__ per storage). A saved storage
+    is charged to the row whose op made it (a network input: the row that first read it).
+    Autograd saves an op's inputs before the op runs and its outputs after, so "the op
+    running when it was saved" would be ambiguous; the maker is not."""
     live = live or liveness(graph)
     activations = saved_activations(graph, live)
     if not activations:  # inference: no op to look the rows of up
         return {}
     row_of_op = {op.index: row for row, group in enumerate(groups) for op in group.ops}
-    saved = {}
+    charges = {}
     for storage, nbytes in activations.items():
         op = live.first_op.get(storage, -1)
-        saved[storage] = SavedStorage(nbytes, op, row_of_op.get(op, 0))
-    return saved
+        charges[storage] = (nbytes, op, row_of_op.get(op, 0))
+    return charges
 
 
 def _saved_per_row(graph: Graph, groups: list[LayerGroup], live: Liveness) -> list[int]:
     column = [0] * len(groups)
-    for saved in saved_rows(graph, groups, live).values():
-        column[saved.row] += saved.nbytes
+    for nbytes, _, row in _saved_charges(graph, groups, live).values():
+        column[row] += nbytes
     return column
