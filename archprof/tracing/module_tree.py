@@ -73,6 +73,7 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
     seen: set[torch.nn.Module] = set()
     seen_parameters: set[int] = set()  # ids; apart from the buffers', as in their own walks
     seen_buffers: set[int] = set()
+    own_forwards: set[int] = set()  # ids of the modules with a `forward` of their own
     tied = shared = False
     deepest_found = 1
     to_visit = [("", model, 1)]  # path, module, depth; the next to visit last
@@ -87,6 +88,8 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         modules.append((path, module))
         own = module.__dict__
         attributes.append(own)
+        if "forward" in own:
+            own_forwards.add(id(module))
         prefix = f"{path}." if path else ""
         try:
             held_parameters, held_buffers, children = own["_parameters"], own["_buffers"], own["_modules"]
@@ -109,10 +112,6 @@ def walked(model: torch.nn.Module) -> _ModuleTree:
         firsts, paths = reached_under(model, modules)
         types = {path: types[first] for path, first in firsts.items()}  # in the order the tree lists them
         aliases = {path: first for path, first in firsts.items() if path != first}
-    own_forwards = set()
-    for (_, module), own in zip(modules, attributes, strict=True):  # a loop, not a comprehension: the pairs unpacked
-        if "forward" in own:
-            own_forwards.add(id(module))
     return _ModuleTree(
         modules,
         attributes,
