@@ -1,5 +1,6 @@
 """The trace's fourth round of fast paths: nn.AdaptiveAvgPool2d answered by its shortcut where
-it reduces to one element a channel, and the concatenation's shape formula written as one loop.
+it reduces to one element a channel; the statistics a norm's shortcut lets go of at once noted
+without being made (`meta_outputs.Unmade`); the concatenation's shape formula written as one loop.
 The oracles: the same trace with every forward run (`Passing`, under which no shortcut is taken),
 and PyTorch's meta kernel for the concatenation's shape and refusals."""
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import archprof.tracing.meta_outputs as meta_outputs
 from archprof.operators.shapes import cat_shape
 from tests.test_shortcuts import _forward_traced, _traced, spy  # noqa: F401 (spy: a fixture, each test's argument)
 
@@ -98,3 +100,32 @@ def test_the_concatenation_formula_gives_the_meta_kernels_shape_or_refuses_where
             cat_shape(list(shapes), dim)
     else:
         assert cat_shape(list(shapes), dim) == [expected]
+
+
+def _norms(make, blocks: int) -> nn.Module:
+    """`blocks` alike blocks (the later ones replayed from the first), each a convolution then the norm."""
+    return nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 1), make()) for _ in range(blocks)]).to("meta").eval()
+
+
+# Norms whose shortcut's operator returns statistics the call lets go of at once.
+NORMS = {
+    "batch norm": lambda: nn.BatchNorm2d(4),
+    "batch norm, no affine": lambda: nn.BatchNorm2d(4, affine=False),
+    "layer norm": lambda: nn.LayerNorm(6),
+}
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("name", NORMS)
+def test_statistics_let_go_of_at_once_are_recorded_as_the_forward_records_them(name, blocks):
+    model = _norms(NORMS[name], blocks)
+    assert _traced(model, (2, 4, 6, 6)) == _forward_traced(model, (2, 4, 6, 6))
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_a_shortcut_makes_no_tensor_for_the_statistics_it_lets_go_of(name, monkeypatch):
+    made = []
+    empty = meta_outputs._empty
+    monkeypatch.setattr(meta_outputs, "_empty", lambda shape, dtype: made.append(shape) or empty(shape, dtype))
+    _traced(_norms(NORMS[name], 1), (2, 4, 6, 6))
+    assert len(made) == 2, made  # the convolution's output and the norm's: none for the statistics
