@@ -23,9 +23,7 @@ from archprof.operators.strides import elementwise_strides, is_dense, rolled_cha
 from archprof.tracing.op_info import OpInfo
 
 
-def answer_from_formula(
-    func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], *, first_only: bool = False
-) -> Any:
+def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], first_only: bool = False) -> Any:
     """Answer an op with empty meta tensors of the shapes its formula gives; with `first_only`
     (its caller keeps the first output and lets go of the others at once), the others `Unmade`.
 
@@ -136,10 +134,6 @@ def answer_from_formula(
         if rolled_channels_last(sizes[0], first.stride(), shifts, dims):
             outputs[0] = _allocated_in(outputs[0], _CHANNELS_LAST[first.dim()])
     return outputs[0] if info.returns == 1 else tuple(outputs)
-
-
-# For a caller that keeps the first output only and lets go of the others at once (a norm's shortcut).
-answer_first_only = functools.partial(answer_from_formula, first_only=True)
 
 
 def _roll_arguments(args, kwargs, ndim: int) -> tuple[list[int], list[int]]:

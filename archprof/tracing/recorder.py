@@ -36,7 +36,6 @@ from archprof.tracing.meta_outputs import (
     ONE_TENSOR_TWICE_ON_META,
     MetaAnswers,
     Unmade,
-    answer_first_only,
     answer_from_formula,
     check_one_dtype,
     column_major,
@@ -413,8 +412,9 @@ class Recorder(CallsRaisedIn, DispatchMode):
             return self.__torch_dispatch__(func, (), args, {}, first_only)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None, first_only: bool = False):
-        """The op recorded and answered. `first_only`: the caller keeps the first output alone (`answer_directly`);
-        a formula's answer then makes that one only, the others `Unmade`, noted as made and let go of."""
+        """The op recorded, and answered as its kernel would. `first_only`: the caller keeps the
+        first output and lets go of the others at once (`answer_directly`): an answer from the
+        formula makes that one alone and is returned so, the others noted as made and let go of."""
         try:
             kwargs = kwargs or {}
             info = _OP_INFO.get(func)
@@ -437,7 +437,7 @@ class Recorder(CallsRaisedIn, DispatchMode):
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
-                out = (answer_first_only if first_only else answer_from_formula)(func, info, args, kwargs, tensors)
+                out = answer_from_formula(func, info, args, kwargs, tensors, first_only)
             # An answer from the formula had its tensors in one dtype (it declines others): only
             # a call it declined or was not asked may have mixed them.
             if out is None and info.same_dtype:
