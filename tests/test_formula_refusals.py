@@ -164,12 +164,12 @@ def test_a_valid_call_is_answered_as_the_cpu_answers_it(name, monkeypatch):
     asked = []
     answer = recorder_module.answer_from_formula
 
-    def spied(func, info, args, kwargs, tensors):
+    def spied(func, info, args, kwargs, tensors, *first_only):
         def meta_kernel(*a, **k):  # asked only where the formula raised
             asked.append(info.name)
             return func(*a, **k)
 
-        return answer(meta_kernel, info, args, kwargs, tensors)
+        return answer(meta_kernel, info, args, kwargs, tensors, *first_only)
 
     monkeypatch.setattr(recorder_module, "answer_from_formula", spied)
     expected = call("cpu")

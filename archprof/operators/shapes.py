@@ -442,16 +442,24 @@ def padded_shape(dims: int, reflect: bool):
 
 
 def cat_shape(tensors, dim=0) -> list[Shape]:
-    shapes = [t for t in tensors if t != (0,)]  # legacy: 1-d empty tensors are skipped
+    # `in` and a loop, not comprehensions and generators: a DenseNet's concatenations join ten maps each.
+    shapes = tensors
+    if (0,) in shapes:  # legacy: 1-d empty tensors are skipped
+        shapes = [t for t in tensors if t != (0,)]
     if not shapes:  # all of them: an empty result, whatever the dimension
         return [(0,)]
     if () in shapes:  # the CPU's kernel refuses it; the meta kernel raises an IndexError of its own
         raise Refused(f"zero-dimensional tensor (at position {list(tensors).index(())}) cannot be concatenated")
     first = shapes[0]
-    dim = _wrapped_dim(dim, len(first))
-    if any(len(s) != len(first) or s[:dim] + s[dim + 1 :] != first[:dim] + first[dim + 1 :] for s in shapes):
-        raise RuntimeError("sizes of tensors must match except in the concatenation dimension")
-    return [(*first[:dim], sum(s[dim] for s in shapes), *first[dim + 1 :])]
+    rank = len(first)
+    dim = _wrapped_dim(dim, rank)
+    before, after = first[:dim], first[dim + 1 :]
+    joined = 0
+    for s in shapes:
+        if len(s) != rank or s[:dim] != before or s[dim + 1 :] != after:
+            raise RuntimeError("sizes of tensors must match except in the concatenation dimension")
+        joined += s[dim]
+    return [(*before, joined, *after)]
 
 
 def reduction_shape(x: Shape, dims=None, keepdim=False, *rest, **kwargs) -> list[Shape]:

@@ -23,8 +23,9 @@ from archprof.operators.strides import elementwise_strides, is_dense, rolled_cha
 from archprof.tracing.op_info import OpInfo
 
 
-def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor]) -> Any:
-    """Answer an op with empty meta tensors of the shapes its formula gives.
+def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], first_only: bool = False) -> Any:
+    """Answer an op with empty meta tensors of the shapes its formula gives; with `first_only`
+    (its caller keeps the first output and lets go of the others at once), the others `Unmade`.
 
     PyTorch's meta kernels for batch norm, ReLU, add and others are Python decompositions
     costing 0.4-5 ms a call; this answers them in microseconds, with what the kernel's
@@ -105,9 +106,13 @@ def answer_from_formula(func, info: OpInfo, args, kwargs, tensors: list[torch.Te
                 described.append(((), ()))
             strides = elementwise_strides(shapes[0], described)
             return empty_strided(shapes[0], strides, dtype=dtype, device=_META)
+    unmade = first_only and len(shapes) > 1 and None not in shapes  # every output asked for
     outputs = []
     for shape in shapes:  # a loop, not a comprehension: its function and frame made for every operator
-        outputs.append(None if shape is None else _empty(shape, dtype))  # None: not asked for
+        if unmade and outputs:
+            outputs.append(Unmade(shape, dtype))
+        else:
+            outputs.append(None if shape is None else _empty(shape, dtype))  # None: not asked for
     deciding = info.deciding_operand
     if (
         deciding is not None
@@ -316,6 +321,21 @@ def _allocated_in(tensor: torch.Tensor, memory_format: torch.memory_format) -> t
     ((N, 1, H, W) contiguous, where the kernel's channels-last output steps its channel by 1),
     which decide the layout of what follows (a convolution's, and whether a flatten copies)."""
     return torch.empty(tensor.shape, dtype=tensor.dtype, device=_META, memory_format=memory_format)
+
+
+class Unmade:
+    """An output `answer_from_formula` did not make (`first_only`): the shape and dtype of the
+    tensor its caller would let go of at once, which the recorder notes as made and let go of.
+    A tensor made costs more than the rest of its recording: an eval batch norm's two
+    statistics, empty on a CPU, were a third of the call."""
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, shape, dtype: torch.dtype) -> None:
+        if len(shape) == 2 and not isinstance(shape[1], int):  # `(shape, dtype)`, as `_empty` reads it
+            shape, dtype = shape
+        self.shape = tuple(shape)
+        self.dtype = dtype
 
 
 def _empty(shape, dtype: torch.dtype) -> torch.Tensor:

@@ -11,7 +11,6 @@ answers without their forward running through `answer_directly`.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 import weakref
@@ -30,12 +29,13 @@ from archprof.dispatch_mode import DispatchMode
 from archprof.errors import ArchprofError, failure_reason
 from archprof.graph import ModuleCall, OpNode, TensorKind, TensorMeta, WrappedFloat, WrappedInt
 from archprof.structure import tensors_in
-from archprof.tracing.call_words import call_text, input_shapes_text, shapes_of
+from archprof.tracing.call_words import call_text, input_shapes_text
 from archprof.tracing.math_bit_copies import MathBitCopies
 from archprof.tracing.meta_outputs import (
     COLUMN_MAJOR_ON_A_CPU,
     ONE_TENSOR_TWICE_ON_META,
     MetaAnswers,
+    Unmade,
     answer_from_formula,
     check_one_dtype,
     column_major,
@@ -43,6 +43,7 @@ from archprof.tracing.meta_outputs import (
 )
 from archprof.tracing.op_info import OpInfo
 from archprof.tracing.parameter_attribution import ParameterOwners, followed_calls
+from archprof.tracing.raised_calls import CallsRaisedIn
 from archprof.tracing.random_states import RandomStates
 from archprof.tracing.script_calls import Link
 from archprof.tracing.script_stacks import mark
@@ -55,10 +56,6 @@ _RUNTIME_CHECKS = frozenset(
 )
 
 
-# The attribute an exception a module call raised is given: that call and its input shapes (`left_by_a_raise`).
-_RAISED_IN = "_archprof_raised_in"
-
-
 class BeyondBounds(ArchprofError):
     """A model file's forward past what archprof lets it do (`Recorder` with `most_ops`): said
     as it is, in one line, never taken for a limit of the meta device (no real forward then)."""
@@ -68,7 +65,7 @@ class BeyondBounds(ArchprofError):
 _HELD_THROUGHOUT = frozenset({"parameter", "buffer", "input"})
 
 
-class Recorder(DispatchMode):
+class Recorder(CallsRaisedIn, DispatchMode):
     """Records every aten op; answers the ops it has a shape formula for itself."""
 
     def __init__(self, real: bool = False, most_ops: int | None = None) -> None:
@@ -357,32 +354,6 @@ class Recorder(DispatchMode):
         """How many module calls are running now."""
         return len(self._stack)
 
-    def left_by_a_raise(self, exc: BaseException | None, output=None) -> None:
-        """The module call running now ended by raising `exc`: closed, having returned nothing
-        (or `output`, what its forward returned before a hook of its own raised), and noted on
-        `exc` as where it was raised (its innermost call, the first to see it), for the error,
-        should `exc` end the trace; a model that catches it goes on in its own call (and a
-        recomputation that stops early, non-reentrant checkpointing's, in the backward pass).
-        Noted on the exception, not kept here: its traceback holds the forward's frames and their
-        tensors, which Python frees once the model has caught it."""
-        call, args = self._stack.pop()
-        if call.index >= 0:  # not a call a training step's recomputation ran again (`TrainingRecorder.enter`)
-            self.call_outputs[call.index] = tuple(map(self.lookup, tensors_in(output)))
-        if exc is not None and not hasattr(exc, _RAISED_IN):
-            with contextlib.suppress(AttributeError, TypeError):  # an exception type that takes no attribute
-                setattr(exc, _RAISED_IN, (call, shapes_of(args)))
-
-    def _failed_in(self, exc: BaseException) -> tuple[ModuleCall, tuple] | None:
-        """The innermost module call `exc` was raised in, with its input shapes; else the call
-        running now (an exception the model's own code raised); None outside any."""
-        raised_in = getattr(exc, _RAISED_IN, None)
-        if raised_in is not None:
-            return raised_in
-        if not self._stack:
-            return None
-        call, args = self._stack[-1]
-        return call, shapes_of(args)
-
     def describe_failure(self, exc: Exception, input_shapes) -> str:
         reason = failure_reason(exc)
         failed = self._failed_in(exc)
@@ -421,7 +392,7 @@ class Recorder(DispatchMode):
         # go of inside (layer_norm's mean and rstd, in inference) its workspace. As in
         # `one_cpu_operator`, without a generator and a context manager made for every call.
         ops, released = len(self.ops), len(self.released)
-        output = self._dispatched(func, args)
+        output = self._dispatched(func, args, first_only=True)
         if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
             output = output[0]
         self._note_let_go_since(ops, released)
@@ -436,11 +407,14 @@ class Recorder(DispatchMode):
         may not skip the dispatcher (as `may_shortcut` says)."""
         return self._dispatched if may_shortcut(x) else None
 
-    def _dispatched(self, func, args: tuple):
+    def _dispatched(self, func, args: tuple, first_only: bool = False):
         with _DisableTorchDispatch():  # as inside a dispatch: its tensors made untraced
-            return self.__torch_dispatch__(func, (), args, {})
+            return self.__torch_dispatch__(func, (), args, {}, first_only)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None, first_only: bool = False):
+        """The op recorded, and answered as its kernel would. `first_only`: the caller keeps the
+        first output and lets go of the others at once (`answer_directly`): an answer from the
+        formula makes that one alone and is returned so, the others noted as made and let go of."""
         try:
             kwargs = kwargs or {}
             info = _OP_INFO.get(func)
@@ -463,7 +437,7 @@ class Recorder(DispatchMode):
             out = None
             imported = len(sys.modules)
             if not self._real and info.shape is not None:
-                out = answer_from_formula(func, info, args, kwargs, tensors)
+                out = answer_from_formula(func, info, args, kwargs, tensors, first_only)
             # An answer from the formula had its tensors in one dtype (it declines others): only
             # a call it declined or was not asked may have mixed them.
             if out is None and info.same_dtype:
@@ -485,6 +459,9 @@ class Recorder(DispatchMode):
                 # Eager PyTorch frees those locals as the function returns (a kernel imports nothing).
                 gc.collect()
             self._record(info, args, kwargs, tensors, out)
+            if first_only and type(out) is tuple and type(out[-1]) is Unmade:
+                self._let_go_unmade()
+                return out[0]
             return out
         except Exception as exc:  # TorchScript's interpreter passes it on as a bare RuntimeError
             self.failure = exc
@@ -540,6 +517,8 @@ class Recorder(DispatchMode):
             outputs = self._filled(written, out)
         elif isinstance(out, Tensor):
             outputs = (self.register_made(out, storage),)
+        elif type(out) is tuple and type(out[-1]) is Unmade:  # answered `first_only`
+            outputs = self._made_and_unmade(out, storage)
         else:
             made = []
             for tensor in tensors_in(out):  # a loop, not a comprehension (as above)
@@ -575,6 +554,29 @@ class Recorder(DispatchMode):
             workspace = copies.workspace_after(self.ops[-1], tensors, out)
             if workspace is not None:
                 self.note_workspace((workspace,))
+
+    def _made_and_unmade(self, out: tuple, storage: int | None) -> tuple[TensorMeta, ...]:
+        """The TensorMetas of an answer `first_only`: its first output's, registered; then each
+        `Unmade` one's, as `register_made` registers a tensor, but none to watch."""
+        made = [self.register_made(out[0], storage)]
+        for unmade in out[1:]:  # `new_storage` and `new_activation`, inline (each a frame): every eval batch norm's
+            held = storage
+            if held is None:
+                held = self._next_storage
+                self._next_storage = held + 1
+            made.append(TensorMeta(self._count, unmade.shape, unmade.dtype, held, "activation"))
+            self._count += 1
+            self._holders[held] = self._holders.get(held, 0) + 1
+        return tuple(made)
+
+    def _let_go_unmade(self) -> None:
+        """The `Unmade` outputs of the op recorded last let go of, as `_died` lets go of a
+        tensor: last first, as Python frees the items of the tuple its caller drops."""
+        for meta in reversed(self.ops[-1].outputs[1:]):
+            left = self._holders[meta.storage] - 1
+            self._holders[meta.storage] = left
+            if not left and self._noting_releases:
+                self.released.append((meta.storage, len(self.ops)))
 
     def users_copy(self) -> AbstractContextManager:
         """Around a call of the user's that copies a tensor (`kernels._USERS_COPIES`): its copy is the

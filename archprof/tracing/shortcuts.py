@@ -41,6 +41,8 @@ import torch
 from torch import Tensor, is_grad_enabled, nn
 from torch._C import _len_torch_dispatch_stack, _len_torch_function_stack
 
+from archprof.operators.strides import suggests_channels_last
+
 aten = torch.ops.aten
 
 # A module's attributes (its `__dict__`) and its one input -> (operator, arguments, *the modules
@@ -168,6 +170,30 @@ def _gelu(own: dict[str, Any], x: torch.Tensor):
     return (aten.gelu.default, (x,)) if own["approximate"] == "none" else None
 
 
+def _adaptive_average(own: dict[str, Any], x: torch.Tensor):
+    """One element a channel (a squeeze-and-excitation's pool, a classifier's): the mean over
+    the last two dimensions that adaptive_avg_pool2d's composite computes then, without the
+    composite's round trip through the dispatcher (in an EfficientNet, one per block). Not
+    for an input that suggests channels last, whose mean the composite restrides in place."""
+    if not _one_by_one(own["output_size"]) or x.dim() not in (3, 4) or not x.dtype.is_floating_point:
+        return None  # a quantized input takes another kernel
+    if x.dim() == 4 and suggests_channels_last(tuple(x.shape), x.stride()):
+        return None
+    return aten.mean.dim, (x, [-1, -2], True)
+
+
+def _one_by_one(size: Any) -> bool:
+    """Whether an adaptive pool's `output_size` is 1 or two ones (ints: the argument parser refuses others)."""
+    if type(size) is int:
+        return size == 1
+    return (
+        type(size) in (tuple, list)
+        and len(size) == 2
+        and type(size[0]) is type(size[1]) is int
+        and size[0] == size[1] == 1
+    )
+
+
 _SHORTCUTS: dict[type[nn.Module], Shortcut] = {
     nn.Conv1d: _convolution(1),
     nn.Conv2d: _convolution(2),
@@ -184,6 +210,7 @@ _SHORTCUTS: dict[type[nn.Module], Shortcut] = {
     nn.Hardsigmoid: _activation(aten.hardsigmoid.default, aten.hardsigmoid_.default),
     nn.Sigmoid: _activation(aten.sigmoid.default),
     nn.GELU: _gelu,
+    nn.AdaptiveAvgPool2d: _adaptive_average,
 }
 # Classes of packages archprof does not import, by (module, class name): each is looked up
 # on the first module of it a trace meets.
@@ -226,6 +253,10 @@ _REACHES: dict[type[nn.Module] | tuple[str, str], _Reaches] = {
     nn.Hardsigmoid: (("forward",), _functional("hardsigmoid", "hardsigmoid", "hardsigmoid_")),
     nn.Sigmoid: (("forward",), (("torch", "sigmoid"),)),
     nn.GELU: (("forward",), _functional("gelu")),
+    nn.AdaptiveAvgPool2d: (
+        ("forward",),
+        (*_functional("adaptive_avg_pool2d", "adaptive_avg_pool2d"), ("torch.nn.functional", "_list_with_default")),
+    ),
     ("timm.layers.norm_act", "BatchNormAct2d"): (
         ("forward",),
         (*_functional("batch_norm"), ("timm.layers.norm_act", "_assert")),

@@ -143,7 +143,7 @@ class TrainingRecorder(Recorder):
         self.ops = self._forward_ops
         return bool(roots)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None, first_only=False):  # all made (`_last_made`)
         if self._cpu_roads.running:  # the road a real step does not take: run, not recorded
             return func(*args, **(kwargs or {}))
         if func is _aten.clone.default and self._phase == "backward" and group_norm_gradient_running():
