@@ -59,6 +59,35 @@ class Link:
     window: tuple[int, int, int] | None = None
 
 
+Affine = tuple[int, int, int]  # (J, a, b): unit u's padded field is (u J + a, u J + b), at every u
+
+
+def affine_through(links: tuple[Link, ...]) -> Affine | None:
+    """`Affine` of a map with `links`, where its padded fields are one: the input's (no links:
+    unit u reads pixel u), and a map whose every link is a window (`Link.window`: an
+    undilated convolution's or pooling's, a union's) of a parent with one, the links
+    agreeing on J (a sum of paths of one stride); None for any other. A unit's field is then
+    a product and a sum (`AxisMap.field`), not its links' spans asked down to the input: a
+    row's cells ask unit 0's of nearly every map of a CNN."""
+    if not links:
+        return 1, 0, 0
+    found = None
+    for link in links:  # (one, or a union's two)
+        parent = link.parent.affine
+        if link.window is None or parent is None:
+            return None
+        (k, s, p), (jump, first, last) = link.window, parent
+        # The hull of parent units u S - P .. u S - P + K - 1, whose fields move on by J > 0 a unit.
+        own = jump * s, first - p * jump, last + (k - 1 - p) * jump
+        if found is None:
+            found = own
+        elif own[0] != found[0]:
+            return None
+        else:
+            found = own[0], min(found[1], own[1]), max(found[2], own[2])
+    return found
+
+
 def reads_everywhere_through(link: Link, size: int) -> bool:
     """Whether every real unit of a map of `size` units reads a real unit of `link`'s
     parent that reads a pixel (`AxisMap.reads_everywhere`)."""
@@ -147,6 +176,19 @@ def undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
     if not gridded:
         return links
     return tuple(link for link in links if not (reads_own(link) and id(link.parent) in gridded))
+
+
+def limited_period(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
+    """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
+    was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
+    keeps it within one (but a grid attention's, which reads the same units again), or a
+    kept link holds the period over some units only (`Link.straight`: a roll's)."""
+    if len(kept) < len(links):
+        return True
+    for link in kept:  # noqa: SIM110 (a loop: any() of a generator costs more, for every map made)
+        if link.straight or (link.parent._regular is not None and not link.repeats):
+            return True
+    return False
 
 
 def grid_of(axis_map: Any) -> bool:

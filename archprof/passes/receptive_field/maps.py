@@ -32,13 +32,16 @@ from archprof.passes.receptive_field.links import (
     FAR,
     NO_REACH,
     SKIPPING,
+    Affine,
     Interval,
     Link,
     Reads,
+    affine_through,
     covers_parent,
     grid_of,
     hull,
     irregular_candidates,
+    limited_period,
     ordered,
     reach_of,
     reading_within,
@@ -71,6 +74,7 @@ class AxisMap:
         "_regular",
         "_step",
         "_unordered",
+        "affine",
         "axis",
         "everything",
         "irregular",
@@ -88,6 +92,7 @@ class AxisMap:
         # read nearly the whole map).
         self.everything: Interval = links[0].parent.everything if links else (0, size - 1)
         self._padded: dict[int, Interval] = {}
+        self.affine: Affine | None = affine_through(links)  # padded fields by formula, where they follow one
         # What exact reads find: kept in containers made at the first read, as most maps are
         # asked padded fields only, and each container made brings the next garbage collection nearer.
         self._exact: dict[int, Interval | None] | None = None
@@ -141,7 +146,7 @@ class AxisMap:
         self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
         self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
         self._covering: bool | None = None  # `spans_everything`, found at its first read
-        if self.period is not None and _limited(links, kept):
+        if self.period is not None and limited_period(links, kept):
             self._regular = self._zone(kept, exact=False)
             if self._regular is None or candidates:
                 self.period, self._step, self._regular = None, 0, None
@@ -263,6 +268,9 @@ class AxisMap:
         """The input coordinates unit `unit` can read: padded (any unit; None only for padding
         a roll wrapped round, `layout._roll`) or
         exact (real units and pixels only; None when the unit reads no pixel)."""
+        if not exact and self.affine is not None:
+            jump, first, last = self.affine
+            return unit * jump + first, unit * jump + last
         if exact and self._exact is None:
             self._exact = {}
         cache = self._exact if exact else self._padded
@@ -569,19 +577,6 @@ class AxisMap:
             if first <= unit <= last:
                 value = hull(value, self.field(unit))
         return value
-
-
-def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
-    """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
-    was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
-    keeps it within one (but a grid attention's, which reads the same units again), or a
-    kept link holds the period over some units only (`Link.straight`: a roll's)."""
-    if len(kept) < len(links):
-        return True
-    for link in kept:  # noqa: SIM110 (a loop: any() of a generator costs more, for every map made)
-        if link.straight or (link.parent._regular is not None and not link.repeats):
-            return True
-    return False
 
 
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found
