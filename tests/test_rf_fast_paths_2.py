@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import archprof
-from archprof.passes.receptive_field import tensor_fields
+from archprof.passes.receptive_field import maps, tensor_fields
 from archprof.passes.receptive_field.dims import Field
 from archprof.passes.receptive_field.maps import AxisMap
 
@@ -64,27 +64,41 @@ class _Windows(nn.Module):
         return nn.functional.avg_pool2d(y, 3, 2, ceil_mode=True), self.wide(y) + nn.functional.avg_pool2d(y, 2)
 
 
-def _maps_below(states) -> list:
-    """Every map the states' fields hold, and the maps those read, down to the input."""
-    seen, todo = {}, [e for s in states if isinstance(s, Field) for e in s.dims if isinstance(e, AxisMap)]
+def _paired(fast: dict, slow: dict) -> list[tuple[AxisMap, AxisMap]]:
+    """The maps of two walks over one graph, each with its twin: those of each tensor's
+    field, then those their links read, down to the input."""
+    pairs, seen = [], set()
+    todo = [
+        (e, f)
+        for key, state in fast.items()
+        if isinstance(state, Field)
+        for e, f in zip(state.dims, slow[key].dims, strict=True)
+        if isinstance(e, AxisMap)
+    ]
     while todo:
-        axis_map = todo.pop()
-        if id(axis_map) not in seen:
-            seen[id(axis_map)] = axis_map
-            todo += [link.parent for link in axis_map.links]
-    return list(seen.values())
+        mine, twin = todo.pop()
+        if id(mine) not in seen:
+            seen.add(id(mine))
+            pairs.append((mine, twin))
+            todo += [(a.parent, b.parent) for a, b in zip(mine.links, twin.links, strict=True)]
+    return pairs
 
 
-def test_padded_fields_by_formula_are_those_the_links_give():
+def test_maps_with_a_formula_are_those_their_links_give(monkeypatch):
     """A map whose links are windows of maps with a formula (`links.affine_through`) gives
-    its padded fields from it; with every map's formula taken away, the links' spans give
-    the same fields at every unit, past both ends too. Maps of paths of other strides
-    summed have none."""
+    its padded fields from it, and is in order with a period of 1 at every unit without
+    asking its links; with no formula anywhere (a second walk over the same graph), the
+    links give the same order, period and fields, at every unit and past both ends. Maps of
+    paths of other strides summed have none."""
     graph = archprof.analyze(_Windows(), input_size=(3, 41, 29)).graph
-    maps = _maps_below(tensor_fields(graph)[0].values())
-    by_formula = {id(m): [m.field(u) for u in range(-6, m.size + 6)] for m in maps}
-    assert sum(m.affine is not None and len(m.links) > 1 for m in maps) == 4  # the sum's and the concatenation's
-    assert sum(m.affine is None for m in maps) == 2  # the last sum's, along H and W
-    for axis_map in maps:
-        axis_map.affine = None
-    assert {id(m): [m.field(u) for u in range(-6, m.size + 6)] for m in maps} == by_formula
+    fast = tensor_fields(graph)[0]
+    monkeypatch.setattr(maps, "affine_through", lambda links: None)
+    pairs = _paired(fast, tensor_fields(graph)[0])
+    assert sum(m.affine is not None and len(m.links) > 1 for m, _ in pairs) == 4  # the sum's and the concatenation's
+    assert sum(m.affine is None for m, _ in pairs) == 2  # the last sum's, along H and W
+    for mine, twin in pairs:
+        assert twin.affine is None
+        order = ("jump", "note", "irregular", "_unordered", "period", "_step", "_regular", "_origin")
+        assert [getattr(mine, name) for name in order] == [getattr(twin, name) for name in order]
+        units = range(-6, mine.size + 6)
+        assert [mine.field(u) for u in units] == [twin.field(u) for u in units]

@@ -10,6 +10,7 @@ of two intervals. The maps themselves, which links join into a graph, are maps.p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from itertools import pairwise
@@ -189,6 +190,41 @@ def limited_period(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
         if link.straight or (link.parent._regular is not None and not link.repeats):
             return True
     return False
+
+
+def period_through(
+    links: tuple[Link, ...], irregular: tuple[int, ...] | None, jump: Fraction | int | None
+) -> tuple[int | None, int]:
+    """(P, step) with field(u + P) = field(u) + step (padded) for every u of a map with
+    `links` (those its period follows: `undominated`) but its `irregular` units and those
+    past the zone where the links keep it (`AxisMap._regular`), or (None, 0): the smallest P
+    that each link's period, carried through its parent's, gives, where every link shifts
+    its reads by the same step (P * `jump` where the map has one; 0 after a grid attention,
+    whose reads repeat)."""
+    period = 1
+    for link in links:
+        if link.repeats:  # the same parent units again: whatever the parent's period
+            period = math.lcm(period, link.period)
+            continue
+        if irregular is None and (link.breaks or link.parent.irregular):
+            return None, 0  # a link's or a parent's period holds off their irregular units only
+        parent_period = link.parent.period
+        link_period = 1 if link.straight else link.period  # a roll's: its straight units only
+        if link_period is None or parent_period is None or link.ratio is None:
+            return None, 0
+        advance = link_period * link.ratio  # parent units per period of the link
+        if advance.denominator != 1 or advance <= 0:
+            return None, 0
+        repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
+        period = math.lcm(period, link_period * repeats)
+    if jump is not None:
+        return period, int(period * jump)
+    # Whole parent periods each link advances over one period of this map, times the
+    # parent's step: the links must agree.
+    steps = {
+        0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step for link in links
+    }
+    return (period, steps.pop()) if len(steps) == 1 else (None, 0)
 
 
 def grid_of(axis_map: Any) -> bool:

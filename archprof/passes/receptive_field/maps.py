@@ -43,6 +43,7 @@ from archprof.passes.receptive_field.links import (
     irregular_candidates,
     limited_period,
     ordered,
+    period_through,
     reach_of,
     reading_within,
     reads_everywhere_through,
@@ -126,6 +127,17 @@ class AxisMap:
             self.jump = None
             note = note or "paths with different strides merged"
         self.note = note
+        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
+        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
+        self._covering: bool | None = None  # `spans_everything`, found at its first read
+        if self.affine is not None:  # (most maps of a CNN) fields in order, J pixels on per unit, at every unit
+            self.irregular, self._unordered, self._regular = (), _NONE_UNORDERED, None
+            self.period, self._step, self._origin = 1, self.affine[0], 0
+        else:
+            self._order_of(links)
+
+    def _order_of(self, links: tuple[Link, ...]) -> None:
+        """The map's irregular units, its period and where it holds, from its links."""
         # The units whose padded fields may break the order or the period of the others:
         # () for most maps, a few near a reflection's borders; None where no order is known
         # (a flatten, a roll). Every other unit's field ends never decrease from unit to
@@ -137,15 +149,12 @@ class AxisMap:
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates) if candidates else _NONE_UNORDERED
         kept = undominated(links)
-        self.period, self._step = self._period(kept)
+        self.period, self._step = period_through(kept, self.irregular, self.jump)
         # The units whose padded fields keep the period (None: every unit): a map after a
         # grid attention or a roll keeps it within the units whose reads stay in their
         # parents' own (`_zone`), a residual sum of a grid attention within the map's real
         # units, a roll on one side of its wrap.
         self._regular: Interval | None = None
-        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
-        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
-        self._covering: bool | None = None  # `spans_everything`, found at its first read
         if self.period is not None and limited_period(links, kept):
             self._regular = self._zone(kept, exact=False)
             if self._regular is None or candidates:
@@ -157,39 +166,6 @@ class AxisMap:
         if candidates:
             self.irregular = self._still_irregular(candidates)
             self._unordered = frozenset(self.irregular)
-
-    def _period(self, links: tuple[Link, ...]) -> tuple[int | None, int]:
-        """(P, step) with field(u + P) = field(u) + step (padded) for every u but the
-        irregular units and those past the zone where `links` keep it (`_regular`), or
-        (None, 0): the smallest P that each link's period, carried through its parent's,
-        gives, where every link shifts its reads by the same step (P * jump where the map
-        has a jump; 0 after a grid attention, whose reads repeat)."""
-        if not self.links:
-            return 1, 1
-        period = 1
-        for link in links:
-            if link.repeats:  # the same parent units again: whatever the parent's period
-                period = math.lcm(period, link.period)
-                continue
-            if self.irregular is None and (link.breaks or link.parent.irregular):
-                return None, 0  # a link's or a parent's period holds off their irregular units only
-            parent_period = link.parent.period
-            link_period = 1 if link.straight else link.period  # a roll's: its straight units only
-            if link_period is None or parent_period is None or link.ratio is None:
-                return None, 0
-            advance = link_period * link.ratio  # parent units per period of the link
-            if advance.denominator != 1 or advance <= 0:
-                return None, 0
-            repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
-            period = math.lcm(period, link_period * repeats)
-        if self.jump is not None:
-            return period, int(period * self.jump)
-        # Whole parent periods each link advances over one period of this map, times the
-        # parent's step: the links must agree.
-        steps = {
-            0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step for link in links
-        }
-        return (period, steps.pop()) if len(steps) == 1 else (None, 0)
 
     @property
     def periodic(self) -> bool:
