@@ -469,9 +469,11 @@ class AxisMap:
         parent that does (`links.covers_parent`), down to the input: no exact field is then
         needed to say so (`dims.reads_all_input`). False: not known so."""
         if self._covering is None:
-            self._covering = not self.links or any(
-                covers_parent(link, self.size) and link.parent.spans_everything for link in self.links
-            )
+            self._covering = not self.links
+            for link in self.links:  # a loop, not any() of a generator: asked of every map down to the input
+                if covers_parent(link, self.size) and link.parent.spans_everything:
+                    self._covering = True
+                    break
         return self._covering
 
     def _runs_of_links(self) -> tuple[Interval, ...] | None:
