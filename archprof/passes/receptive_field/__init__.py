@@ -36,7 +36,7 @@ A tensor's state is one of:
   its rule cannot follow it (a flattened map cut and read back as an image, an in-place
   write through a view: circular padding, channels that read different fields folded into
   a spatial dimension: `dims.Uneven`, attention over scores a mask may set to -inf:
-  `Walk.holds_mask`); the reason says which and where.
+  `Walk.masked`); the reason says which and where.
 
 Conventions: normalisation layers count as pointwise (their statistics are not part of the
 field, as in Araujo et al., "Computing Receptive Fields of CNNs", Distill 2019); a dilated

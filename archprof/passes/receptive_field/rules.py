@@ -196,7 +196,7 @@ def _softmax(walk: Walk, op: OpNode) -> State:
     """Each output reads every unit along one axis (the normaliser), unless a mask may weigh
     some of them 0 (`_MASKED`)."""
     x = op.args[0]
-    if walk.holds_mask(x):
+    if x.id in walk.masked:
         return walk.undefined(op, _MASKED)
     ndim = len(x.shape)
     return walk.reduce(op, walk.state(x), ndim, {op.argument(1, "dim", -1) % ndim})
@@ -489,7 +489,7 @@ def _matmul(walk: Walk, op: OpNode) -> State:
     bias = op.args[0] if has_bias else None
     a, b = op.args[1:3] if has_bias else op.args[0:2]
     for operand in (a, b):
-        if walk.holds_mask(operand):  # undefined: the softmax's reason first, where it made the weights
+        if operand.id in walk.masked:  # undefined: the softmax's reason first, where it made the weights
             state = walk.state(operand)
             return state if isinstance(state, Undefined) else walk.undefined(op, _MASKED_WEIGHTS)
     out = op.outputs[0].shape
@@ -515,7 +515,7 @@ def _fused_attention(walk: Walk, op: OpNode) -> list[State]:
     (`_MASKED`, is_causal) leaves the keys each query reads in its values."""
     q, k, v = op.args[:3]
     mask = op.kwargs.get("attn_mask")
-    if op.argument(4, "is_causal", False) or (isinstance(mask, TensorMeta) and walk.holds_mask(mask)):
+    if op.argument(4, "is_causal", False) or (isinstance(mask, TensorMeta) and mask.id in walk.masked):
         return [walk.undefined(op, _MASKED)] * 2
     if walk.state(mask) is not None:
         return [walk.undefined(op, "its mask is computed from the input")] * 2
@@ -540,7 +540,7 @@ def _multi_head_attention(walk: Walk, op: OpNode) -> list[State]:
     query, key, value = op.args[:3]
     mask = op.argument(9, "mask", None)
     if isinstance(mask, TensorMeta):
-        if mask.dtype == torch.bool or walk.holds_mask(mask):
+        if mask.dtype == torch.bool or mask.id in walk.masked:
             return [walk.undefined(op, _MASKED)] * 2
         if walk.state(mask) is not None:
             return [walk.undefined(op, "its mask is computed from the input")] * 2
@@ -562,7 +562,7 @@ def _encoder_layer(walk: Walk, op: OpNode) -> State:
     src = op.args[0]
     mask = op.argument(18, "mask", None)
     if isinstance(mask, TensorMeta):
-        if mask.dtype == torch.bool or walk.holds_mask(mask):
+        if mask.dtype == torch.bool or mask.id in walk.masked:
             return walk.undefined(op, _MASKED)
         if walk.state(mask) is not None:
             return walk.undefined(op, "its mask is computed from the input")

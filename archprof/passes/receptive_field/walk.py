@@ -87,20 +87,15 @@ class Walk(PathsSideBySide):
         # The tensors a mask may have reached: an attention mask (-inf where a causal or
         # banded mask drops a key), the scores it was added or filled into, and the softmax's
         # weights, exactly 0 there: a softmax or a product over them reads fewer units than
-        # its axis (`holds_mask`). Here those known as the walk goes: a buffer that holds such a
-        # value, and what an op that reads no field makes of one (`_reads_mask`).
+        # its axis (`_reads_mask`). A buffer that holds such a value is one from the start.
         self.masked: set[int] = {tensor for tensor, low in graph.buffer_minima.items() if low < _NO_WEIGHT}
-        # op index -> whether an op that carries a mask on reads one, as asked (`holds_mask`)
-        self._carrying: dict[int, bool] = {}
-        # tensor id -> the op that made it, of the ops that carry a mask on
-        self._carriers = {t.id: op for op in graph.ops if _carries_mask(op.op) for t in op.outputs}
 
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
     def step(self, op: OpNode, rule: Rule | None) -> None:
-        # Whether an op that reads a field carries a mask on is not asked here but where a
-        # rule needs to know (`holds_mask`): most ops could, and in a CNN no rule asks.
+        # Whether `op` reads a mask is asked only where the answer marks its outputs: no rule
+        # changes `masked`, and most ops (a convolution, a pooling) do not carry a mask on.
         fields = self.fields
         read_any, read_whole_only = False, True  # a loop, not all() twice: every op comes here
         bound = ""  # the first input's that is an upper bound only
@@ -143,6 +138,8 @@ class Walk(PathsSideBySide):
                 state = self.bounded(op, state, PATHS_UNFOLLOWED, kinds=False)
             if state is not None:
                 self.fields[tensor.id] = state
+        if _carries_mask(op.op) and self._reads_mask(op):
+            self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
             self._written(op, op.inputs[0], op.outputs[0])
 
@@ -162,36 +159,16 @@ class Walk(PathsSideBySide):
         states = [self.fields.get(tensor.id) for tensor in op.inputs]
         return all(s is None or s is WHOLE or (type(s) is Field and self.reads_everything(s)) for s in states)
 
-    def holds_mask(self, tensor: TensorMeta) -> bool:
-        """Whether `tensor` may hold a value a softmax weighs exactly 0: a buffer that does, or
-        an output of an op that reads one (`_reads_mask`) and reads no field (`masked`) or
-        carries a mask on (`_carries_mask`). The last is found here, once per op and back
-        through the ops that made its inputs, as the rules that read a mask ask (a softmax, a
-        matrix product, an attention): asked of every op as it was stepped, it cost 4 to 6% of
-        the pass, and in a CNN only its linear layer asks."""
-        if tensor.id in self.masked:
-            return True
-        made_by = self._carriers.get(tensor.id)
-        if made_by is None:
-            return False
-        known = self._carrying.get(made_by.index)
-        if known is None:
-            known = self._carrying[made_by.index] = self._reads_mask(made_by)
-        return known
-
     def _reads_mask(self, op: OpNode) -> bool:
         """Whether `op` reads a value a softmax weighs exactly 0: a scalar argument below
         `_NO_WEIGHT` (-inf, finfo.min, -1e9: the causal mask SDPA builds, masked_fill's), a
-        tensor that may hold one (`holds_mask`, asked of those a carrying op made), or a
-        tensor literal of the forward, whose values the trace does not keep (`m[band] = -inf`).
-        A buffer does where its smallest value, which the trace notes (`Graph.buffer_minima`),
-        is one; Swin's -100 mask is finite. The buffers of a model on meta hold no values: they
-        are taken as finite."""
-        masked, carried = self.masked, self._carriers
+        tensor that may hold one, or a tensor literal of the forward, whose values the trace
+        does not keep (`m[band] = -inf`). A buffer does where its smallest value, which the
+        trace notes (`Graph.buffer_minima`), is one; Swin's -100 mask is finite. The buffers of
+        a model on meta hold no values: they are taken as finite."""
+        masked = self.masked
         for tensor in op.inputs:
             if tensor.id in masked or (tensor.kind == "constant" and tensor.dtype is not torch.bool):
-                return True
-            if tensor.id in carried and self.holds_mask(tensor):
                 return True
         # Numbers' types looked up, not isinstance, in one loop here: every op that carries a
         # mask comes here. A bool is no number here; one the argument parser wrapped
