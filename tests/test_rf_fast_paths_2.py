@@ -8,6 +8,7 @@ import archprof
 from archprof.passes.receptive_field import maps, tensor_fields
 from archprof.passes.receptive_field.dims import Field
 from archprof.passes.receptive_field.maps import AxisMap
+from archprof.passes.receptive_field.walk import Walk
 
 
 class _Windows(nn.Module):
@@ -70,3 +71,39 @@ def test_maps_with_a_formula_are_those_their_links_give(monkeypatch):
         assert [getattr(mine, name) for name in order] == [getattr(twin, name) for name in order]
         units = range(-6, mine.size + 6)
         assert [mine.field(u) for u in units] == [twin.field(u) for u in units]
+
+
+class _Idle(_Windows):
+    """`_Windows`, and beside it windows some of whose units read only padding: a 1x1
+    convolution of stride 2 padded by 1, over 40 x 28 units (its first unit), then a 3x3
+    one padded by 2 (its first unit reads only that one and padding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.padded = nn.Sequential(
+            nn.Conv2d(3, 3, 2), nn.Conv2d(3, 3, 1, stride=2, padding=1), nn.Conv2d(3, 3, 3, padding=2)
+        )
+
+    def forward(self, x):
+        return *super().forward(x), self.padded(x)
+
+
+def test_units_that_read_by_windows_are_those_their_links_give(monkeypatch):
+    """Which units of a map with a formula read a real pixel (`Walk._reading_units`), where
+    its windows say every unit does (`Walk._windows_read_all`), is what its links give (a
+    second walk, that road closed), for every map of the network, asked in either order."""
+    graph = archprof.analyze(_Idle(), input_size=(3, 41, 29)).graph
+    fields = tensor_fields(graph)[0]
+    every = [m for m, _ in _paired(fields, fields)]
+    assert sum(m.affine is not None for m in every) > 20
+
+    def units(order: list[AxisMap]) -> list:
+        walk = Walk(tuple({m for m in every if not m.links}), graph)
+        return [walk._reading_units(m) for m in order], [walk.every_unit_reads(m) for m in order]
+
+    fast, fast_backwards = units(every), units(every[::-1])
+    monkeypatch.setattr(Walk, "_windows_read_all", lambda walk, axis_map: False)
+    slow = units(every)
+    assert fast == slow
+    assert fast_backwards == units(every[::-1])
+    assert slow[1].count(False) == 4  # the 1x1 padded convolution's, the 3x3's after it (H and W)
