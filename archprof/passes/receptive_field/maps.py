@@ -107,6 +107,21 @@ class AxisMap:
         # how each link's units read together (`reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] | None = None
         self._reaching: tuple[object, ...] | None = None
+        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
+        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
+        self._covering: bool | None = None  # `spans_everything`, found at its first read
+        if self.affine is not None:  # (most maps of a CNN) fields in order, J pixels on per unit, at every unit
+            # Its links' ratios are their windows' strides, of parents with a formula, so its
+            # jump is J, and no link or parent gives it a note (the input's map has none).
+            self.jump, self.note = self.affine[0], ""
+            self.irregular, self._unordered, self._regular = (), _NONE_UNORDERED, None
+            self.period, self._step, self._origin = 1, self.affine[0], 0
+        else:
+            self._stride_of(links)
+            self._order_of(links)
+
+    def _stride_of(self, links: tuple[Link, ...]) -> None:
+        """The map's jump, where its links agree on one, and its note, from its links."""
         # Plain loops, not generators nor a set of the links' jumps: a map is made per operator and axis.
         why, jump, alike = None, 1, True  # why: the first link's without a ratio; jump: the input's
         for index, link in enumerate(links):
@@ -127,14 +142,6 @@ class AxisMap:
             self.jump = None
             note = note or "paths with different strides merged"
         self.note = note
-        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
-        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
-        self._covering: bool | None = None  # `spans_everything`, found at its first read
-        if self.affine is not None:  # (most maps of a CNN) fields in order, J pixels on per unit, at every unit
-            self.irregular, self._unordered, self._regular = (), _NONE_UNORDERED, None
-            self.period, self._step, self._origin = 1, self.affine[0], 0
-        else:
-            self._order_of(links)
 
     def _order_of(self, links: tuple[Link, ...]) -> None:
         """The map's irregular units, its period and where it holds, from its links."""
