@@ -10,6 +10,7 @@ of two intervals. The maps themselves, which links join into a graph, are maps.p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from itertools import pairwise
@@ -57,6 +58,35 @@ class Link:
     permutes: bool = False
     straight: tuple[int, int, int] | None = None
     window: tuple[int, int, int] | None = None
+
+
+Affine = tuple[int, int, int]  # (J, a, b): unit u's padded field is (u J + a, u J + b), at every u
+
+
+def affine_through(links: tuple[Link, ...]) -> Affine | None:
+    """`Affine` of a map with `links`, where its padded fields are one: the input's (no links:
+    unit u reads pixel u), and a map whose every link is a window (`Link.window`: an
+    undilated convolution's or pooling's, a union's) of a parent with one, the links
+    agreeing on J (a sum of paths of one stride); None for any other. A unit's field is then
+    a product and a sum (`AxisMap.field`), not its links' spans asked down to the input: a
+    row's cells ask unit 0's of nearly every map of a CNN."""
+    if not links:
+        return 1, 0, 0
+    found = None
+    for link in links:  # (one, or a union's two)
+        parent = link.parent.affine
+        if link.window is None or parent is None:
+            return None
+        (k, s, p), (jump, first, last) = link.window, parent
+        # The hull of parent units u S - P .. u S - P + K - 1, whose fields move on by J > 0 a unit.
+        own = jump * s, first - p * jump, last + (k - 1 - p) * jump
+        if found is None:
+            found = own
+        elif own[0] != found[0]:
+            return None
+        else:
+            found = own[0], min(found[1], own[1]), max(found[2], own[2])
+    return found
 
 
 def reads_everywhere_through(link: Link, size: int) -> bool:
@@ -147,6 +177,54 @@ def undominated(links: tuple[Link, ...]) -> tuple[Link, ...]:
     if not gridded:
         return links
     return tuple(link for link in links if not (reads_own(link) and id(link.parent) in gridded))
+
+
+def limited_period(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
+    """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
+    was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
+    keeps it within one (but a grid attention's, which reads the same units again), or a
+    kept link holds the period over some units only (`Link.straight`: a roll's)."""
+    if len(kept) < len(links):
+        return True
+    for link in kept:  # noqa: SIM110 (a loop: any() of a generator costs more, for every map made)
+        if link.straight or (link.parent._regular is not None and not link.repeats):
+            return True
+    return False
+
+
+def period_through(
+    links: tuple[Link, ...], irregular: tuple[int, ...] | None, jump: Fraction | int | None
+) -> tuple[int | None, int]:
+    """(P, step) with field(u + P) = field(u) + step (padded) for every u of a map with
+    `links` (those its period follows: `undominated`) but its `irregular` units and those
+    past the zone where the links keep it (`AxisMap._regular`), or (None, 0): the smallest P
+    that each link's period, carried through its parent's, gives, where every link shifts
+    its reads by the same step (P * `jump` where the map has one; 0 after a grid attention,
+    whose reads repeat)."""
+    period = 1
+    for link in links:
+        if link.repeats:  # the same parent units again: whatever the parent's period
+            period = math.lcm(period, link.period)
+            continue
+        if irregular is None and (link.breaks or link.parent.irregular):
+            return None, 0  # a link's or a parent's period holds off their irregular units only
+        parent_period = link.parent.period
+        link_period = 1 if link.straight else link.period  # a roll's: its straight units only
+        if link_period is None or parent_period is None or link.ratio is None:
+            return None, 0
+        advance = link_period * link.ratio  # parent units per period of the link
+        if advance.denominator != 1 or advance <= 0:
+            return None, 0
+        repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
+        period = math.lcm(period, link_period * repeats)
+    if jump is not None:
+        return period, int(period * jump)
+    # Whole parent periods each link advances over one period of this map, times the
+    # parent's step: the links must agree.
+    steps = {
+        0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step for link in links
+    }
+    return (period, steps.pop()) if len(steps) == 1 else (None, 0)
 
 
 def grid_of(axis_map: Any) -> bool:

@@ -32,14 +32,18 @@ from archprof.passes.receptive_field.links import (
     FAR,
     NO_REACH,
     SKIPPING,
+    Affine,
     Interval,
     Link,
     Reads,
+    affine_through,
     covers_parent,
     grid_of,
     hull,
     irregular_candidates,
+    limited_period,
     ordered,
+    period_through,
     reach_of,
     reading_within,
     reads_everywhere_through,
@@ -71,6 +75,7 @@ class AxisMap:
         "_regular",
         "_step",
         "_unordered",
+        "affine",
         "axis",
         "everything",
         "irregular",
@@ -88,6 +93,7 @@ class AxisMap:
         # read nearly the whole map).
         self.everything: Interval = links[0].parent.everything if links else (0, size - 1)
         self._padded: dict[int, Interval] = {}
+        self.affine: Affine | None = affine_through(links)  # padded fields by formula, where they follow one
         # What exact reads find: kept in containers made at the first read, as most maps are
         # asked padded fields only, and each container made brings the next garbage collection nearer.
         self._exact: dict[int, Interval | None] | None = None
@@ -101,6 +107,21 @@ class AxisMap:
         # how each link's units read together (`reaching`, found at the first such span).
         self._exact_spans: dict[Interval, Interval | object | None] | None = None
         self._reaching: tuple[object, ...] | None = None
+        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
+        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
+        self._covering: bool | None = None  # `spans_everything`, found at its first read
+        if self.affine is not None:  # (most maps of a CNN) fields in order, J pixels on per unit, at every unit
+            # Its links' ratios are their windows' strides, of parents with a formula, so its
+            # jump is J, and no link or parent gives it a note (the input's map has none).
+            self.jump, self.note = self.affine[0], ""
+            self.irregular, self._unordered, self._regular = (), _NONE_UNORDERED, None
+            self.period, self._step, self._origin = 1, self.affine[0], 0
+        else:
+            self._stride_of(links)
+            self._order_of(links)
+
+    def _stride_of(self, links: tuple[Link, ...]) -> None:
+        """The map's jump, where its links agree on one, and its note, from its links."""
         # Plain loops, not generators nor a set of the links' jumps: a map is made per operator and axis.
         why, jump, alike = None, 1, True  # why: the first link's without a ratio; jump: the input's
         for index, link in enumerate(links):
@@ -121,6 +142,9 @@ class AxisMap:
             self.jump = None
             note = note or "paths with different strides merged"
         self.note = note
+
+    def _order_of(self, links: tuple[Link, ...]) -> None:
+        """The map's irregular units, its period and where it holds, from its links."""
         # The units whose padded fields may break the order or the period of the others:
         # () for most maps, a few near a reflection's borders; None where no order is known
         # (a flatten, a roll). Every other unit's field ends never decrease from unit to
@@ -132,16 +156,13 @@ class AxisMap:
         self.irregular = None if candidates is None else tuple(candidates)
         self._unordered = frozenset(candidates) if candidates else _NONE_UNORDERED
         kept = undominated(links)
-        self.period, self._step = self._period(kept)
+        self.period, self._step = period_through(kept, self.irregular, self.jump)
         # The units whose padded fields keep the period (None: every unit): a map after a
         # grid attention or a roll keeps it within the units whose reads stay in their
         # parents' own (`_zone`), a residual sum of a grid attention within the map's real
         # units, a roll on one side of its wrap.
         self._regular: Interval | None = None
-        self._exact_zone: Interval | object | None = _NOT_FOUND  # `exact_zone`, found at its first read
-        self._everywhere: bool | None = None  # `reads_everywhere`, found at its first read
-        self._covering: bool | None = None  # `spans_everything`, found at its first read
-        if self.period is not None and _limited(links, kept):
+        if self.period is not None and limited_period(links, kept):
             self._regular = self._zone(kept, exact=False)
             if self._regular is None or candidates:
                 self.period, self._step, self._regular = None, 0, None
@@ -152,39 +173,6 @@ class AxisMap:
         if candidates:
             self.irregular = self._still_irregular(candidates)
             self._unordered = frozenset(self.irregular)
-
-    def _period(self, links: tuple[Link, ...]) -> tuple[int | None, int]:
-        """(P, step) with field(u + P) = field(u) + step (padded) for every u but the
-        irregular units and those past the zone where `links` keep it (`_regular`), or
-        (None, 0): the smallest P that each link's period, carried through its parent's,
-        gives, where every link shifts its reads by the same step (P * jump where the map
-        has a jump; 0 after a grid attention, whose reads repeat)."""
-        if not self.links:
-            return 1, 1
-        period = 1
-        for link in links:
-            if link.repeats:  # the same parent units again: whatever the parent's period
-                period = math.lcm(period, link.period)
-                continue
-            if self.irregular is None and (link.breaks or link.parent.irregular):
-                return None, 0  # a link's or a parent's period holds off their irregular units only
-            parent_period = link.parent.period
-            link_period = 1 if link.straight else link.period  # a roll's: its straight units only
-            if link_period is None or parent_period is None or link.ratio is None:
-                return None, 0
-            advance = link_period * link.ratio  # parent units per period of the link
-            if advance.denominator != 1 or advance <= 0:
-                return None, 0
-            repeats = parent_period // math.gcd(int(advance), parent_period)  # to a whole parent period
-            period = math.lcm(period, link_period * repeats)
-        if self.jump is not None:
-            return period, int(period * self.jump)
-        # Whole parent periods each link advances over one period of this map, times the
-        # parent's step: the links must agree.
-        steps = {
-            0 if link.repeats else int(period * link.ratio) // link.parent.period * link.parent._step for link in links
-        }
-        return (period, steps.pop()) if len(steps) == 1 else (None, 0)
 
     @property
     def periodic(self) -> bool:
@@ -263,6 +251,9 @@ class AxisMap:
         """The input coordinates unit `unit` can read: padded (any unit; None only for padding
         a roll wrapped round, `layout._roll`) or
         exact (real units and pixels only; None when the unit reads no pixel)."""
+        if not exact and self.affine is not None:
+            jump, first, last = self.affine
+            return unit * jump + first, unit * jump + last
         if exact and self._exact is None:
             self._exact = {}
         cache = self._exact if exact else self._padded
@@ -485,9 +476,11 @@ class AxisMap:
         parent that does (`links.covers_parent`), down to the input: no exact field is then
         needed to say so (`dims.reads_all_input`). False: not known so."""
         if self._covering is None:
-            self._covering = not self.links or any(
-                covers_parent(link, self.size) and link.parent.spans_everything for link in self.links
-            )
+            self._covering = not self.links
+            for link in self.links:  # a loop, not any() of a generator: asked of every map down to the input
+                if covers_parent(link, self.size) and link.parent.spans_everything:
+                    self._covering = True
+                    break
         return self._covering
 
     def _runs_of_links(self) -> tuple[Interval, ...] | None:
@@ -569,19 +562,6 @@ class AxisMap:
             if first <= unit <= last:
                 value = hull(value, self.field(unit))
         return value
-
-
-def _limited(links: tuple[Link, ...], kept: tuple[Link, ...]) -> bool:
-    """Whether a map's period holds only within a zone of units (`AxisMap._regular`): a link
-    was left out of it as another's holds it (`kept`, `undominated`), a kept link's parent
-    keeps it within one (but a grid attention's, which reads the same units again), or a
-    kept link holds the period over some units only (`Link.straight`: a roll's)."""
-    if len(kept) < len(links):
-        return True
-    for link in kept:  # noqa: SIM110 (a loop: any() of a generator costs more, for every map made)
-        if link.straight or (link.parent._regular is not None and not link.repeats):
-            return True
-    return False
 
 
 _NOT_FOUND = object()  # `AxisMap.exact_runs` not yet found

@@ -360,8 +360,34 @@ class Walk(PathsSideBySide):
         never found."""
         known = self._units.get(axis_map, _NOT_ASKED)
         if known is _NOT_ASKED:
+            if axis_map.affine is not None and self._windows_read_all(axis_map):  # (most maps of a CNN)
+                return self._units[axis_map]
             known = self._units[axis_map] = self._units_through_links(axis_map)
         return known
+
+    def _windows_read_all(self, axis_map: AxisMap) -> bool:
+        """Whether every unit of a map with a formula (`AxisMap.affine`: its links windows of
+        maps with one, down to the input) reads a real pixel as `_units_through_links` finds
+        it where each link takes `units_reading`'s first road: the link's parent's every unit
+        reads one (so found, down to the input), the first window ends past its padding and
+        the last begins inside the parent; then that is stored as found (the units
+        `(0, size - 1)`, the links' hull), in a frame a map, not five. False where a link
+        does not say so: the general road then tells."""
+        size, found = axis_map.size, self._units
+        if not size:
+            return False
+        for link in axis_map.links:
+            parent = link.parent
+            units = found.get(parent, _NOT_ASKED)
+            if units is _NOT_ASKED:
+                if not self._windows_read_all(parent):
+                    return False
+                units = found[parent]
+            k, s, p = link.window
+            if units != (0, parent.size - 1) or p >= k or (size - 1) * s - p > units[1]:
+                return False
+        found[axis_map] = (0, size - 1)
+        return True
 
     def _units_through_links(self, axis_map: AxisMap) -> Interval | object | None:
         size = axis_map.size
