@@ -226,6 +226,11 @@ class Recorder(CallsRaisedIn, DispatchMode):
     def _died(self, reference: weakref.ref) -> None:
         _, key, storage = self._watched.pop(id(reference))
         del self._metas[key]
+        self._holder_gone(storage)
+
+    def _holder_gone(self, storage: int) -> None:
+        """One object of `storage` gone (a tensor died, or an `Unmade` output was dropped):
+        with its last, the memory is let go of."""
         left = self._holders[storage] - 1
         self._holders[storage] = left
         if not left and self._noting_releases:
@@ -559,13 +564,9 @@ class Recorder(CallsRaisedIn, DispatchMode):
         """The TensorMetas of an answer `first_only`: its first output's, registered; then each
         `Unmade` one's, as `register_made` registers a tensor, but none to watch."""
         made = [self.register_made(out[0], storage)]
-        for unmade in out[1:]:  # `new_storage` and `new_activation`, inline (each a frame): every eval batch norm's
-            held = storage
-            if held is None:
-                held = self._next_storage
-                self._next_storage = held + 1
-            made.append(TensorMeta(self._count, unmade.shape, unmade.dtype, held, "activation"))
-            self._count += 1
+        for unmade in out[1:]:
+            held = self.new_storage() if storage is None else storage
+            made.append(self.new_activation(unmade.shape, unmade.dtype, held))
             self._holders[held] = self._holders.get(held, 0) + 1
         return tuple(made)
 
@@ -573,10 +574,7 @@ class Recorder(CallsRaisedIn, DispatchMode):
         """The `Unmade` outputs of the op recorded last let go of, as `_died` lets go of a
         tensor: last first, as Python frees the items of the tuple its caller drops."""
         for meta in reversed(self.ops[-1].outputs[1:]):
-            left = self._holders[meta.storage] - 1
-            self._holders[meta.storage] = left
-            if not left and self._noting_releases:
-                self.released.append((meta.storage, len(self.ops)))
+            self._holder_gone(meta.storage)
 
     def users_copy(self) -> AbstractContextManager:
         """Around a call of the user's that copies a tensor (`kernels._USERS_COPIES`): its copy is the
