@@ -122,7 +122,7 @@ def receptive_field_columns(graph: Graph, groups: list[LayerGroup]) -> dict[str,
                 maps = _own_maps(state)
                 cells = by_maps.get(maps) if maps is not None else None
                 if cells is None:
-                    cells = _cells(state, spatial)
+                    cells = _cells(state, spatial, maps)
                     if maps is not None:
                         by_maps[maps] = cells
                 written[id(state)] = cells
@@ -150,7 +150,15 @@ def _own_maps(state: State) -> tuple[str | AxisMap, ...] | None:
     return tuple(key)
 
 
-def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bool | None, str]:
+def _cells(
+    state: State, spatial: tuple[int, ...], maps: tuple[str | AxisMap, ...] | None = None
+) -> tuple[Dims, Dims, Dims, bool | None, str]:
+    """A row's cells. `maps`: the state's `_own_maps`, where it has them (most fields of a CNN):
+    such a field reads no map whole (so not every pixel at every unit, and `every` is never
+    asked) and flattens, splits and keeps at one unit nothing, so that each axis's places
+    are its maps along that axis (`_places_among`), and nothing else below needs asking."""
+    if maps is not None:
+        return _axes_cells(state, spatial, maps, "")
     if state is None:
         return None, None, None, None, ""
     if isinstance(state, Extent):
@@ -161,19 +169,26 @@ def _cells(state: State, spatial: tuple[int, ...]) -> tuple[Dims, Dims, Dims, bo
         return FieldMark.INPUT, None, None, True, ""
     if _flattened(state):
         return _flattened_cells(state, spatial)
+    # Beside a constant padding of a map pooled to one unit, some units read nothing at all.
+    every = "every unit that reads a pixel" if reads_nothing_somewhere(state, len(spatial)) else "every unit"
+    return _axes_cells(state, spatial, None, every)
+
+
+def _axes_cells(
+    state: Field, spatial: tuple[int, ...], maps: tuple[str | AxisMap, ...] | None, every: str
+) -> tuple[Dims, Dims, Dims, bool | None, str]:
+    """The cells of a field's unit 0 along each input dimension (`_first_unit`)."""
     # Plain loops below, not generators: this runs for every distinct state of a row.
     sizes, starts, strides = [], [], []
     covers, first_note = True, ""
-    # Beside a constant padding of a map pooled to one unit, some units read nothing at all.
-    every = "every unit that reads a pixel" if reads_nothing_somewhere(state, len(spatial)) else "every unit"
     for axis, extent in enumerate(spatial):
-        first, stride, note = _first_unit(state, axis, extent, every)
+        first, stride, note = _first_unit(state, axis, extent, every, maps)
         if first is None:
             return FieldMark.UNDEFINED, FieldMark.UNDEFINED, FieldMark.UNDEFINED, None, note
         start, end = first
         sizes.append(end - start + 1)
         starts.append(start)
-        strides.append(stride if stride is None else _number(stride))
+        strides.append(_number(stride) if type(stride) is Fraction else stride)  # (an int, nearly always)
         covers = covers and start <= 0 and end >= extent - 1
         first_note = first_note or note
     stride_cell = FieldMark.UNDEFINED if None in strides else tuple(strides)
@@ -243,18 +258,32 @@ def _spans(mixed: Interval | None, extent: int) -> bool:
     return mixed is not None and mixed[0] <= 0 and mixed[1] >= extent - 1
 
 
+def _places_among(maps: tuple[str | AxisMap, ...], axis: int) -> list[tuple[AxisMap, bool]]:
+    """`Field.places` of a field keyed by `_own_maps`: its maps along `axis`, in order, each a
+    tensor dimension of its own (its key's first item is its bound)."""
+    places = []
+    for axis_map in maps[1:]:
+        if axis_map.axis == axis:
+            places.append((axis_map, True))
+    return places
+
+
 def _number(value: Fraction) -> Stride:
     return value.numerator if value.denominator == 1 else value
 
 
-def _first_unit(field: Field, axis: int, extent: int, every: str) -> tuple[Interval | None, Fraction | int | None, str]:
+def _first_unit(
+    field: Field, axis: int, extent: int, every: str, maps: tuple[str | AxisMap, ...] | None = None
+) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note (on the
-    units that read what was mixed: `every`)."""
-    # None where no map along the axis was mixed (nothing is, in most fields: not even asked)
-    mixed = mixed_span(field, axis, exact=False) if field.whole else None
-    if _spans(mixed, extent):
-        return (0, extent - 1), None, f"{every} reads the whole of input dimension {axis + 1}"
-    places = field.places(axis)
+    units that read what was mixed: `every`). `maps`: the field's `_own_maps`, where it has
+    them, whose maps along `axis` are then its places there."""
+    mixed = None  # where no map along the axis was mixed (nothing is, in most fields: not even asked)
+    if field.whole:
+        mixed = mixed_span(field, axis, exact=False)
+        if _spans(mixed, extent):
+            return (0, extent - 1), None, f"{every} reads the whole of input dimension {axis + 1}"
+    places = field.places(axis) if maps is None else _places_among(maps, axis)
     box = mixed
     try:
         for axis_map, _ in places:
