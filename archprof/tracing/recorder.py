@@ -380,10 +380,9 @@ class Recorder(CallsRaisedIn, DispatchMode):
     # -- operators -----------------------------------------------------------------------
 
     def answer_directly(self, own: dict[str, Any], x, shortcut: Shortcut) -> torch.Tensor | None:
-        """The output of the module whose attributes are `own` (its `__dict__`), its operator
-        recorded as its forward would have reached it (and the children the forward then calls,
-        called on its output); None where the shortcut does not know the call (the forward runs
-        instead)."""
+        """The output of the module whose attributes are `own` (its `__dict__`), its operator recorded
+        as its forward would have reached it (and the children the forward then calls, called on
+        its output); None where the shortcut does not know the call (the forward runs instead)."""
         if not may_shortcut(x):
             return None
         try:
@@ -398,9 +397,15 @@ class Recorder(CallsRaisedIn, DispatchMode):
         # `one_cpu_operator`, without a generator and a context manager made for every call.
         ops, released = len(self.ops), len(self.released)
         output = self._dispatched(func, args, first_only=True)
-        if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
+        if type(output) is tuple and type(output[-1]) is Unmade:  # answered by the formula, the others unmade
+            # As `_died` lets go of tensors: last first, as Python frees a dropped tuple's items.
+            for meta in reversed(self.ops[-1].outputs[1:]):
+                self._holder_gone(meta.storage)
             output = output[0]
-        self._note_let_go_since(ops, released)
+        else:
+            if isinstance(output, tuple):  # its other outputs let go of before the children run, as by the forward
+                output = output[0]
+            self._note_let_go_since(ops, released)
         self.answered_directly += 1
         for child in children:  # called as the forward calls them: recorded as module calls
             output = child(output)
@@ -419,7 +424,7 @@ class Recorder(CallsRaisedIn, DispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None, first_only: bool = False):
         """The op recorded, and answered as its kernel would. `first_only`: the caller keeps the
         first output and lets go of the others at once (`answer_directly`): an answer from the
-        formula makes that one alone and is returned so, the others noted as made and let go of."""
+        formula makes that one alone, the others `Unmade` (noted as made, and let go of by the caller)."""
         try:
             kwargs = kwargs or {}
             info = _OP_INFO.get(func)
@@ -464,9 +469,6 @@ class Recorder(CallsRaisedIn, DispatchMode):
                 # Eager PyTorch frees those locals as the function returns (a kernel imports nothing).
                 gc.collect()
             self._record(info, args, kwargs, tensors, out)
-            if first_only and type(out) is tuple and type(out[-1]) is Unmade:
-                self._let_go_unmade()
-                return out[0]
             return out
         except Exception as exc:  # TorchScript's interpreter passes it on as a bare RuntimeError
             self.failure = exc
@@ -495,9 +497,8 @@ class Recorder(CallsRaisedIn, DispatchMode):
     def _record(
         self, info: OpInfo, args, kwargs, tensors: list[torch.Tensor], out, attributed: tuple | None = None
     ) -> None:
-        """Append the op's node. `attributed`: its (module call, phase, origin) where the
-        caller knows them (a backward op's, from its forward op); else the module call
-        running now, in the forward."""
+        """Append the op's node. `attributed`: its (module call, phase, origin) where the caller
+        knows them (a backward op's, from its forward op); else the module call running now."""
         if self._most_ops is not None and len(self.ops) >= self._most_ops:
             raise BeyondBounds(
                 f"the forward runs more than {self._most_ops:,} operators, more than any network's (the largest of"
@@ -518,12 +519,13 @@ class Recorder(CallsRaisedIn, DispatchMode):
         node_args, node_kwargs = info.slots.substituted(args, kwargs, inputs, _WRAPPED)
         # In-place ops and views live in their first input's storage.
         storage = inputs[0].storage if (info.writes_input or info.is_view) and inputs else None
+        workspace = ()
         if written is not None:
             outputs = self._filled(written, out)
         elif isinstance(out, Tensor):
             outputs = (self.register_made(out, storage),)
         elif type(out) is tuple and type(out[-1]) is Unmade:  # answered `first_only`
-            outputs = self._made_and_unmade(out, storage)
+            outputs, workspace = self._made_and_unmade(out, storage)
         else:
             made = []
             for tensor in tensors_in(out):  # a loop, not a comprehension (as above)
@@ -552,29 +554,29 @@ class Recorder(CallsRaisedIn, DispatchMode):
                 info.is_view,
                 phase,
                 origin,
+                workspace,
             )
         )
         copies = self._math_bit_copies
         if copies.waiting is not None or info.name == "aten.clone":  # most ops: neither, no call
-            workspace = copies.workspace_after(self.ops[-1], tensors, out)
-            if workspace is not None:
-                self.note_workspace((workspace,))
+            copied = copies.workspace_after(self.ops[-1], tensors, out)
+            if copied is not None:
+                self.note_workspace((copied,))
 
-    def _made_and_unmade(self, out: tuple, storage: int | None) -> tuple[TensorMeta, ...]:
+    def _made_and_unmade(self, out: tuple, storage: int | None) -> tuple[tuple[TensorMeta, ...], tuple[int, ...]]:
         """The TensorMetas of an answer `first_only`: its first output's, registered; then each
-        `Unmade` one's, as `register_made` registers a tensor, but none to watch."""
-        made = [self.register_made(out[0], storage)]
+        `Unmade` one's, as `register_made` registers a tensor, but none to watch. And the op's
+        workspace, as `_note_let_go_since` would find it: the storages made for the `Unmade`
+        ones, which the caller lets go of inside its call (`answer_directly`)."""
+        made, workspace = [self.register_made(out[0], storage)], []
         for unmade in out[1:]:
-            held = self.new_storage() if storage is None else storage
+            held = storage
+            if storage is None:
+                held = self.new_storage()
+                workspace.append(held)
             made.append(self.new_activation(unmade.shape, unmade.dtype, held))
             self._holders[held] = self._holders.get(held, 0) + 1
-        return tuple(made)
-
-    def _let_go_unmade(self) -> None:
-        """The `Unmade` outputs of the op recorded last let go of, as `_died` lets go of a
-        tensor: last first, as Python frees the items of the tuple its caller drops."""
-        for meta in reversed(self.ops[-1].outputs[1:]):
-            self._holder_gone(meta.storage)
+        return tuple(made), tuple(workspace)
 
     def users_copy(self) -> AbstractContextManager:
         """Around a call of the user's that copies a tensor (`kernels._USERS_COPIES`): its copy is the
