@@ -133,6 +133,25 @@ def test_blocks_of_layers_the_shortcuts_answer_are_run_not_copied(copies):
     assert copies == []
 
 
+class ConvBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return x + self.norm(self.conv(x))  # one operator of its own for two calls the shortcuts answer
+
+
+def test_a_class_not_worth_copying_is_known_from_its_first_call(copies, monkeypatch):
+    """Its first call is counted, not recorded: no call of it takes a state, which would
+    walk every module under it (its second call did, before it was known)."""
+    taken = []
+    state_of = archprof.tracing.replay.state_of
+    monkeypatch.setattr(archprof.tracing.replay, "state_of", lambda module: taken.append(module) or state_of(module))
+    _traced_both_ways(nn.Sequential(*[ConvBlock() for _ in range(4)]), (1, 8, 6, 6))
+    assert copies == [] and taken == []
+
+
 def test_copies_of_torch_transformer_layers_keep_kernels_and_shapes(copies):
     layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
     model = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)

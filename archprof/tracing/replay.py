@@ -40,7 +40,8 @@ Copying pays where a block's Python reaches many operators for few module calls 
 attention block: ViT-B/16's trace takes half the time). Where most of a block's calls are
 layers that `archprof.tracing.shortcuts` answers (a ResNet bottleneck), comparing the modules costs
 about what running them does; a class whose calls reach fewer operators than they make
-module calls (shortcuts apart) is not watched again, nor one whose calls were compared in
+module calls (shortcuts apart) is not watched again, known from its first call (which is
+counted, not recorded), nor one whose calls were compared in
 vain four times with none copied (torchvision's ConvNeXt and EfficientNet blocks each have
 their own stochastic depth rate). Modules without submodules never take part.
 """
@@ -72,6 +73,17 @@ _RECORDINGS_KEPT = 4
 # Calls of a class compared in vain or returning what cannot be copied, none copied yet,
 # after which its calls run unwatched.
 _MISSES_ALLOWED = 4
+
+
+@dataclass(slots=True)
+class _FirstCall:
+    """Where the recorder stood as the first call of a class on such arguments began. The call
+    is not recorded, but what it reaches says whether its class is worth watching (`learn`)."""
+
+    module: nn.Module
+    first_op: int
+    first_call: int  # the call's own, made by the recorder's `enter`
+    answered_directly: int  # the module calls answered by shortcuts so far
 
 
 @dataclass(slots=True)  # not frozen: made at every watched call, and frozen ones are slower to make
@@ -154,8 +166,13 @@ class Replays:
             # The first call of its class on such arguments is not recorded: most are the only
             # one (a stage, an encoder), and a recording takes the state of every module under
             # the one called, twice. Blocks that repeat are copied from their second call on.
+            # It is counted: a class not worth copying (a ResNet bottleneck) is then known
+            # before any call of it is recorded.
             self._recordings[key] = []
-            return None, None
+            return None, (
+                None,
+                _FirstCall(module, len(recorder.ops), len(recorder.calls) - 1, recorder.answered_directly),
+            )
         for recording in recordings:
             # Compared with the earlier module's state as its recorded call began, not as it
             # is now: its parent may have set an attribute of it since.
@@ -196,12 +213,16 @@ class Replays:
         )
         return None, (recordings, start)
 
-    def learn(self, started: tuple[list[_Recording], _Start], args: tuple, output: Any) -> None:
+    def learn(
+        self, started: tuple[list[_Recording], _Start] | tuple[None, _FirstCall], args: tuple, output: Any
+    ) -> None:
         recordings, start = started
         recorder = self._recorder
         reached = len(recorder.ops) - start.first_op - (recorder.answered_directly - start.answered_directly)
         if reached < _WORTH_COPYING * (len(recorder.calls) - start.first_call):
             self._not_worth.add(type(start.module))
+            return
+        if recordings is None:  # a first call alike, counted only
             return
         recording = _recorded(start, recorder, args, output, self._kernels)
         if recording is None:  # what it returned cannot be copied (a dict, a view of another dtype)
