@@ -75,10 +75,10 @@ _RECORDINGS_KEPT = 4
 _MISSES_ALLOWED = 4
 
 
-@dataclass(slots=True)
+@dataclass(slots=True)  # not frozen: made at every watched call, and frozen ones are slower to make
 class _FirstCall:
-    """Where the recorder stood as the first call of a class on such arguments began. The call
-    is not recorded, but what it reaches says whether its class is worth watching (`learn`)."""
+    """Where the recorder stood as a call began: what `learn` counts of what it reached. A
+    class's first call on such arguments is only counted: whether its class is worth watching."""
 
     module: nn.Module
     first_op: int
@@ -86,19 +86,15 @@ class _FirstCall:
     answered_directly: int  # the module calls answered by shortcuts so far
 
 
-@dataclass(slots=True)  # not frozen: made at every watched call, and frozen ones are slower to make
-class _Start:
+@dataclass(slots=True)
+class _Start(_FirstCall):
     """Where the recorder stood when a call began that later calls may copy."""
 
-    module: nn.Module
     state: ModuleState  # the module's, and its submodules', as its call began
     path: str
     inputs: tuple[TensorMeta, ...]  # the arguments' metas
-    first_op: int
-    first_call: int  # the call's own, made by the recorder's `enter`
     first_made: int  # the next TensorMeta id
     first_storage: int  # the next storage id
-    answered_directly: int  # the module calls answered by shortcuts so far
     kernels: dict[str, int]  # the kernel choices made so far
     first_released: int  # the storages the forward had let go of so far (`Recorder.released`)
 
@@ -200,22 +196,24 @@ class Replays:
         made, storage = recorder.made_so_far()
         start = _Start(
             module,
-            state_of(module),
-            path,
-            inputs,
             len(recorder.ops),
             len(recorder.calls) - 1,
-            made,
-            storage,
             recorder.answered_directly,
-            dict(self._kernels),
-            len(recorder.released),
+            state=state_of(module),
+            path=path,
+            inputs=inputs,
+            first_made=made,
+            first_storage=storage,
+            kernels=dict(self._kernels),
+            first_released=len(recorder.released),
         )
         return None, (recordings, start)
 
     def learn(
         self, started: tuple[list[_Recording], _Start] | tuple[None, _FirstCall], args: tuple, output: Any
     ) -> None:
+        """What a call `answer` did not copy reached: its class not worth watching, or (a call after its
+        class's first on such arguments) its recording kept for later calls to copy."""
         recordings, start = started
         recorder = self._recorder
         reached = len(recorder.ops) - start.first_op - (recorder.answered_directly - start.answered_directly)
