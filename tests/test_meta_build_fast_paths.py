@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from archprof.meta import _LAYER_INITIALISERS, on_meta, weights_on_meta
+from archprof.meta import _LAYER_INITIALISERS, _LAYERS_SETTING_PLAIN_VALUES, on_meta, weights_on_meta
 from tests.test_meta_build import _assert_built_alike, _state
 
 
@@ -106,11 +106,13 @@ def test_a_subclass_overriding_a_layers_initialiser_is_built_as_torch_builds_it_
 
 
 def _replaced_methods() -> list:
-    return [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS] + [nn.Module.register_parameter]
+    setters = [layer.__setattr__ for layer in _LAYERS_SETTING_PLAIN_VALUES]
+    return [layer.__dict__[name] for layer, name in _LAYER_INITIALISERS] + [nn.Module.register_parameter, *setters]
 
 
-def test_the_layers_initialisers_and_register_parameter_are_torchs_own_again_after_a_build_even_a_failed_one():
+def test_the_layers_initialisers_setters_and_register_parameter_are_torchs_own_again_after_a_build_even_a_failed_one():
     originals = _replaced_methods()
+    assert all(layer.__setattr__ is nn.Module.__setattr__ for layer in _LAYERS_SETTING_PLAIN_VALUES)
     with on_meta():
         assert all(map(operator.is_not, _replaced_methods(), originals))
     with pytest.raises(RuntimeError, match="the factory failed"), on_meta():
@@ -197,3 +199,60 @@ def test_a_model_built_with_its_weights_on_meta_is_its_cpu_build_moved_to_meta(h
     with weights_on_meta():
         built = torchvision.models.regnet_y_400mf()
     assert _state(built) == _state(torchvision.models.regnet_y_400mf().to("meta"))
+
+
+class _Recording:
+    """A mixin whose `__setattr__` notes each name set through it and passes it on: after
+    nn.Module in a layer's method order, nn.Module's `__setattr__` hands it the attributes
+    that are no parameter, buffer or submodule."""
+
+    def __setattr__(self, name, value):
+        vars(self).setdefault("recorded", []).append(name)
+        super().__setattr__(name, value)
+
+
+class _RecordingConv(nn.Conv2d, _Recording):
+    pass
+
+
+class _OwnSetterConv(nn.Conv2d):
+    def __setattr__(self, name, value):
+        super().__setattr__(name, "own" if name == "padding_mode" else value)
+
+
+@pytest.mark.parametrize("build", ["torch", "on_meta"])
+def test_a_layer_sets_its_numbers_through_every_setter_its_class_has(build):
+    with _BUILDS[build]():
+        recording, own = _RecordingConv(3, 4, 3), _OwnSetterConv(3, 4, 3)
+    # nn.Module's own fields reach the mixin too (its `__init__` sets them through `super()`);
+    # a parameter does not.
+    assert {"training", "in_channels", "kernel_size", "stride", "padding_mode"} <= set(recording.recorded)
+    assert "weight" not in recording.recorded
+    assert own.padding_mode == "own"
+
+
+@pytest.mark.parametrize("build", ["torch", "on_meta"])
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("weight", 3, "cannot assign 'int' as parameter 'weight'"),
+        ("running_mean", 0.5, "cannot assign 'float' as buffer 'running_mean'"),
+        ("inner", "x", "cannot assign 'str' as child module 'inner'"),
+    ],
+)
+def test_a_number_under_a_parameter_buffer_or_submodule_name_is_refused_as_torch_refuses_it(build, name, value, error):
+    with _BUILDS[build]():
+        norm = nn.BatchNorm2d(4)
+        norm.inner = nn.ReLU()
+        with pytest.raises(TypeError, match=error):
+            setattr(norm, name, value)
+
+
+@pytest.mark.parametrize("build", ["torch", "on_meta"])
+def test_none_under_a_parameter_buffer_or_submodule_name_empties_it_as_torch_does(build):
+    with _BUILDS[build]():
+        norm = nn.BatchNorm2d(4)
+        norm.inner = nn.ReLU()
+        norm.weight, norm.running_mean, norm.inner = None, None, None
+    assert (norm._parameters["weight"], norm._buffers["running_mean"], norm._modules["inner"]) == (None, None, None)
+    assert not {"weight", "running_mean", "inner"} & vars(norm).keys()
