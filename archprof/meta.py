@@ -352,7 +352,7 @@ def weights_on_meta() -> Iterator[None]:
             register_meta_buffer, torch.Tensor, _global_buffer_registration_hooks
         )
         try:
-            with _initialisers_return_meta_tensors(), _SkipFillsOnMeta():
+            with _initialisers_return_meta_tensors(), _plain_values_set_directly(), _SkipFillsOnMeta():
                 yield
         finally:
             torch.nn.Module.register_parameter = register_parameter

@@ -220,7 +220,7 @@ class _OwnSetterConv(nn.Conv2d):
         super().__setattr__(name, "own" if name == "padding_mode" else value)
 
 
-@pytest.mark.parametrize("build", ["torch", "on_meta"])
+@pytest.mark.parametrize("build", list(_BUILDS))
 def test_a_layer_sets_its_numbers_through_every_setter_its_class_has(build):
     with _BUILDS[build]():
         recording, own = _RecordingConv(3, 4, 3), _OwnSetterConv(3, 4, 3)
@@ -231,7 +231,7 @@ def test_a_layer_sets_its_numbers_through_every_setter_its_class_has(build):
     assert own.padding_mode == "own"
 
 
-@pytest.mark.parametrize("build", ["torch", "on_meta"])
+@pytest.mark.parametrize("build", list(_BUILDS))
 @pytest.mark.parametrize(
     ("name", "value", "error"),
     [
@@ -248,7 +248,7 @@ def test_a_number_under_a_parameter_buffer_or_submodule_name_is_refused_as_torch
             setattr(norm, name, value)
 
 
-@pytest.mark.parametrize("build", ["torch", "on_meta"])
+@pytest.mark.parametrize("build", list(_BUILDS))
 def test_none_under_a_parameter_buffer_or_submodule_name_empties_it_as_torch_does(build):
     with _BUILDS[build]():
         norm = nn.BatchNorm2d(4)
