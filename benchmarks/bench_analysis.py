@@ -27,8 +27,9 @@ In one run it measures, side by side:
    resolution).
 
 It prints a Markdown report and writes the same text to reports/benchmark_analysis.md.
-Each measurement is the median of --repeat timed runs after one warm-up call, except the
-slow peers (torchinfo, fvcore, forward) at 1024x1024, which get one timed run.
+Each measurement is the median of --repeat timed runs after one warm-up call, each run right
+after an untimed one of the same tool, except the slow peers (torchinfo, fvcore, forward) at
+1024x1024, which get one timed run.
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict
     r of the others, so that a slow spell of a shared machine (whole seconds at half speed,
     seen here) slows every tool in it alike instead of one tool's series.
 
+    Each timed call comes right after an untimed call of the same tool, so that no tool's
+    time holds what the tool before it left behind: a CPU forward's OpenMP worker woken on
+    the other core, the caches it filled. An analysis of edge_conv (0.4 ms) timed right after
+    a peer's forward took 1.4 ms, 0.6 after a call of its own (load 3 on 2 CPUs, 2026-12-07);
+    with OMP_WAIT_POLICY=PASSIVE most of that difference was gone.
+
     The collector runs once before the rounds, not before each call: a full collection
     leaves the processor's caches cold, which adds about 0.6 ms to whatever runs next (the
     whole of a small model's analysis) and says nothing of the tool measured. A call's
@@ -129,6 +136,7 @@ def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            fn()  # untimed: the state it leaves is this tool's own
             start = time.perf_counter()
             result = fn()
             times[name].append(time.perf_counter() - start)
@@ -529,7 +537,9 @@ def render_specs(
         "archprof: analysis only, of the model it built on meta (the build from the spec or name is its own"
         " column); each peer on the model built on the CPU (build not counted); FlopCounterMode runs a real CPU"
         f" forward. Median of {repeat} timed runs after one warm-up call each, archprof's build, its analysis and"
-        " the peers taking turns run by run (so that a slow spell of the machine slows them alike), all in this"
+        " the peers taking turns run by run (so that a slow spell of the machine slows them alike), each timed run"
+        " right after an untimed one of the same tool (so that none holds what the tool before it left running"
+        " or cached: a CPU forward's OpenMP worker, more than a small model's whole analysis), all in this"
         ' one process. "vs fastest peer" is the median over the rounds of each round\'s ratio (the quickest'
         " peer's run over archprof's run in that round, named after the peer quickest by median), and"
         ' "middle half" the 25th to 75th percentile of those ratios: each compares runs made moments apart,'
@@ -840,7 +850,8 @@ def render(
         f"(torch uses {torch.get_num_threads()} threads)",
         f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, archprof {archprof.__version__}, "
         f"torchinfo {torchinfo.__version__}, fvcore {_fvcore_version()}",
-        f"- Timing: median of {args.repeat} timed runs after one warm-up call"
+        f"- Timing: median of {args.repeat} timed runs after one warm-up call, each right after an untimed run of"
+        " the same tool"
         + (
             f"; torchinfo, fvcore and forward at {SLOW_SIZE}x{SLOW_SIZE} get one timed run (marked ¹), "
             "each still after a warm-up call"
