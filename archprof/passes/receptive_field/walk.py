@@ -111,33 +111,37 @@ class Walk(PathsSideBySide):
             if op.outputs and self._reads_mask(op):  # a mask in the making, whatever the op
                 self.masked.update(t.id for t in op.outputs)
             return  # computed from parameters and constants only (or nothing): no field
-        try:
-            if read_whole_only and rule not in JOINS_NOTHING_TO_WHOLE:
-                result = WHOLE  # whatever it does, it reads units that each read the whole input
-            elif rule is None:
-                result = self.undefined(op, "archprof has no rule for it")
-            else:
-                result = rule(self, op)
-                if rule not in KNOW_PARTS:  # it may move or mix the indices parts stand for
-                    result = [plain(s) for s in result] if isinstance(result, list) else plain(result)
-            if isinstance(result, Undefined) and self._reads_only_global(op):
-                result = WHOLE  # tokens that each read the whole input, beside a class token: `Tokens`
-        except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
-            result = self.undefined(op, "its arguments were not understood")
-        except FieldsTooIrregular:
-            result = self.undefined(op, TOO_IRREGULAR)
-        results = result if isinstance(result, list) else [result] * len(op.outputs)
-        if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
-            results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
-        for tensor, state in zip(op.outputs, results, strict=True):
-            if isinstance(state, Field) and len(state.dims) != len(tensor.shape):
-                state = self.undefined(op, "its output's dimensions were not understood")
-            elif bound and isinstance(state, Field) and not state.bound:  # read from a bound: a bound
-                state = Field(state.dims, state.whole, state.loose, bound)
-            elif type(state) is Field and state is not read and not state.bound and self._unfollowed(state):
-                state = self.bounded(op, state, PATHS_UNFOLLOWED, kinds=False)
-            if state is not None:
-                self.fields[tensor.id] = state
+        if read_whole_only and rule not in JOINS_NOTHING_TO_WHOLE:
+            # Whatever it does, it reads units that each read the whole input: its outputs are
+            # WHOLE, without its rule or a field's checks (most ops past a squeeze-excitation gate).
+            for tensor in op.outputs:
+                fields[tensor.id] = WHOLE
+        else:
+            try:
+                if rule is None:
+                    result = self.undefined(op, "archprof has no rule for it")
+                else:
+                    result = rule(self, op)
+                    if rule not in KNOW_PARTS:  # it may move or mix the indices parts stand for
+                        result = [plain(s) for s in result] if isinstance(result, list) else plain(result)
+                if isinstance(result, Undefined) and self._reads_only_global(op):
+                    result = WHOLE  # tokens that each read the whole input, beside a class token: `Tokens`
+            except (IndexError, TypeError, ValueError, ZeroDivisionError, KeyError):  # arguments not foreseen
+                result = self.undefined(op, "its arguments were not understood")
+            except FieldsTooIrregular:
+                result = self.undefined(op, TOO_IRREGULAR)
+            results = result if isinstance(result, list) else [result] * len(op.outputs)
+            if len(results) != len(op.outputs):  # an overload with other outputs than foreseen
+                results = [self.undefined(op, "its outputs were not understood")] * len(op.outputs)
+            for tensor, state in zip(op.outputs, results, strict=True):
+                if isinstance(state, Field) and len(state.dims) != len(tensor.shape):
+                    state = self.undefined(op, "its output's dimensions were not understood")
+                elif bound and isinstance(state, Field) and not state.bound:  # read from a bound: a bound
+                    state = Field(state.dims, state.whole, state.loose, bound)
+                elif type(state) is Field and state is not read and not state.bound and self._unfollowed(state):
+                    state = self.bounded(op, state, PATHS_UNFOLLOWED, kinds=False)
+                if state is not None:
+                    self.fields[tensor.id] = state
         if _carries_mask(op.op) and self._reads_mask(op):
             self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
