@@ -42,12 +42,12 @@ class _Passing(TorchFunctionMode):
 def _through_the_dispatcher():
     import archprof.tracing.recorder
 
-    answer_call = archprof.tracing.recorder.Recorder.answer_call
-    archprof.tracing.recorder.Recorder.answer_call = lambda self, func, args: None
+    answering = archprof.tracing.recorder.Recorder.answering
+    archprof.tracing.recorder.Recorder.answering = lambda self, x: None
     try:
         yield
     finally:
-        archprof.tracing.recorder.Recorder.answer_call = answer_call
+        archprof.tracing.recorder.Recorder.answering = answering
 
 
 @contextlib.contextmanager
