@@ -77,7 +77,7 @@ def measure_one(spec: str, max_bytes: int, dtype: str | None = None) -> dict:
         with random_state_kept(torch.device("cpu")):
             module = analysed.loaded.materialize("cpu", dtype, copy_module=True).eval()
             inputs = random_inputs(analysed, torch.device("cpu"))
-        held = held_bytes(module, (inputs.args, inputs.kwargs))
+        held = held_bytes(module, analysed.graph, (inputs.args, inputs.kwargs))
         with torch.no_grad():
             everything, lasting = cpu_allocation_peaks(lambda: inputs(module))
         row.update(status="measured", measured=held + lasting, measured_with_workspace=held + everything)
