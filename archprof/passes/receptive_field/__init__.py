@@ -273,7 +273,7 @@ def _number(value: Fraction) -> Stride:
 
 
 def _first_unit(
-    field: Field, axis: int, extent: int, every: str, maps: tuple[str | AxisMap, ...] | None = None
+    field: Field, axis: int, extent: int, every: str, maps: tuple[str | AxisMap, ...] | None
 ) -> tuple[Interval | None, Fraction | int | None, str]:
     """Unit 0's padded interval along input dimension `axis`, the stride, and a note (on the
     units that read what was mixed: `every`). `maps`: the field's `_own_maps`, where it has

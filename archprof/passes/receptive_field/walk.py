@@ -141,7 +141,7 @@ class Walk(PathsSideBySide):
                 elif type(state) is Field and state is not read and not state.bound and self._unfollowed(state):
                     state = self.bounded(op, state, PATHS_UNFOLLOWED, kinds=False)
                 if state is not None:
-                    self.fields[tensor.id] = state
+                    fields[tensor.id] = state
         if _carries_mask(op.op) and self._reads_mask(op):
             self.masked.update(t.id for t in op.outputs)
         if op.writes_input and op.inputs:
