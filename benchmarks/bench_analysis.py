@@ -126,6 +126,9 @@ def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict
     a peer's forward took 1.4 ms, 0.6 after a call of its own (load 3 on 2 CPUs, 2026-12-07);
     with OMP_WAIT_POLICY=PASSIVE most of that difference was gone.
 
+    The warm-up calls come before the rounds, all of them, and the collector runs once after
+    them: a tool's first call may import modules and fill caches, and
+    the garbage that leaves would otherwise be collected inside some timed run of round one.
     The collector runs once before the rounds, not before each call: a full collection
     leaves the processor's caches cold, which adds about 0.6 ms to whatever runs next (the
     whole of a small model's analysis) and says nothing of the tool measured. A call's
