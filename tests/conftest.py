@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 import torch
@@ -25,12 +26,23 @@ def pytest_configure_node(node):
 
 
 def pytest_configure(config):
-    """An xdist worker: the controller's COLUMNS and LINES, in place of its own."""
+    """Ctrl-C answered as Python answers it by default; and in an xdist worker, the
+    controller's COLUMNS and LINES in place of its own."""
+    _sigint_answered()
     for name, value in getattr(config, "workerinput", {}).get("terminal_size", {}).items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def _sigint_answered() -> None:
+    """A suite started with SIGINT ignored (a background job of a shell without job control:
+    `bash .ci/run &`) would pass that on to every archprof its tests start, where Python then
+    leaves it ignored, and the tests of Ctrl-C see none arrive. Python's own handler, which a
+    process started from here turns back into the default, as a terminal's command has."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
