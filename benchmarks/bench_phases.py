@@ -1,0 +1,204 @@
+"""Where a warm analysis spends its time, phase by phase.
+
+    python benchmarks/bench_phases.py [--models SPEC ...] [--rounds N] [--report PATH]
+
+Per model, built once from its spec on meta, `archprof.analyze` of it at its usual input
+(batch 1) is timed --rounds times (default 15), the models taking turns round by round, each
+timed run right after an untimed one of the same model. Within each run, its phases:
+
+- set-up and tear-down: all the trace does but the forward (the module walk, the model's
+  tensors registered, the forward wrappers and dispatcher kernels put in place and taken
+  back, the modes set and put back, the graph made);
+- the forward under the recorder (`model_called`): the model's own Python and torch's module
+  calls, each module call and operator recorded, the shortcuts' answers, the copied blocks;
+- the passes (`build_report`): rows, costs, memory, receptive fields;
+- the collector: the young-generation collection that runs once the trace's pause of it ends;
+- the rest: checking the arguments, loading, the report's object.
+
+The three functions are wrapped for the run, each reading the clock as it is entered and
+left (once per analysis: nothing per operator). Each phase's figure is the median of its
+rounds, the rest's too (its runs' total less their phases), so that the phases of a row need
+not add up to its total exactly. A phase's share is of the median total. Writes
+reports/benchmark_phases.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from picked_models import HUB_MODELS
+from torchvision_ops import import_torchvision
+from worktree import machine_text
+
+import archprof
+import archprof.analysis
+import archprof.tracing.trace
+from archprof.load import load_model
+
+DEFAULT_REPORT = Path(__file__).resolve().parent.parent / "reports" / "benchmark_phases.md"
+# The issue's six models, then the built-ins whose speed-up over the fastest peer is lowest.
+DEFAULT_MODELS = (*HUB_MODELS, "lenet5", "mobilenet_v2", "densenet121", "resnet50")
+HUB_INPUT = (3, 224, 224)  # as `bench_analysis.py` analyses the hub models
+PHASES = ("set-up and tear-down", "forward under the recorder", "passes", "collector", "rest")
+
+# What each wrapped function's time is entered under: the trace (whose forward is taken out
+# of it to give its set-up and tear-down), the forward, the passes.
+_WRAPPED = (
+    (archprof.analysis, "trace_loaded", "trace"),
+    (archprof.tracing.trace, "model_called", "forward"),
+    (archprof.analysis, "build_report", "passes"),
+)
+
+
+@dataclass
+class Model:
+    """One model's runs: per run, its total and each phase, in seconds."""
+
+    spec: str
+    operators: int
+    module_calls: int
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(run[name] for run in self.runs)
+
+
+@contextlib.contextmanager
+def clocked(spent: dict[str, float]) -> Iterator[None]:
+    """While active, the time spent in each of `_WRAPPED`, and in the collector's collections,
+    added up in `spent` under its name."""
+
+    def timed(function: Callable, name: str) -> Callable:
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+        return call
+
+    collection_start = 0.0
+
+    def collecting(phase: str, info: dict) -> None:
+        nonlocal collection_start
+        if phase == "start":
+            collection_start = time.perf_counter()
+        else:
+            spent["collector"] = spent.get("collector", 0.0) + time.perf_counter() - collection_start
+
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in _WRAPPED]
+    for (owner, name, key), (_, _, function) in zip(_WRAPPED, originals, strict=True):
+        setattr(owner, name, timed(function, key))
+    gc.callbacks.append(collecting)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(collecting)
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+
+
+def measure(specs: tuple[str, ...], rounds: int) -> list[Model]:
+    """Each model's timed runs, the models taking turns round by round."""
+    analyses: dict[str, Callable[[], archprof.Report]] = {}
+    models = []
+    for spec in specs:
+        loaded = load_model(spec)
+        size = HUB_INPUT if ":" in spec else loaded.default_inputs[0].shape
+        analyses[spec] = lambda loaded=loaded, size=size: archprof.analyze(loaded, input_size=size, batch=1)
+        graph = analyses[spec]().graph  # also the warm-up
+        models.append(Model(spec, len(graph.ops), len(graph.module_calls)))
+    gc.collect()
+    for _ in range(rounds):
+        for model in models:
+            analyse = analyses[model.spec]
+            analyse()  # untimed: the state it leaves is this model's own
+            spent: dict[str, float] = {}
+            with clocked(spent):
+                start = time.perf_counter()
+                analyse()
+                total = time.perf_counter() - start
+            model.runs.append(_phases(total, spent))
+    return models
+
+
+def _phases(total: float, spent: dict[str, float]) -> dict[str, float]:
+    trace, forward, passes = spent["trace"], spent["forward"], spent["passes"]
+    collector = spent.get("collector", 0.0)
+    return {
+        "total": total,
+        "set-up and tear-down": trace - forward,
+        "forward under the recorder": forward,
+        "passes": passes,
+        "collector": collector,
+        "rest": total - trace - passes - collector,
+    }
+
+
+def report(models: list[Model], rounds: int, command: str) -> str:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    lines = [
+        "# archprof benchmark: where a warm analysis spends its time",
+        "",
+        f"- Date: {now}",
+        f"- Command: `{command}`",
+        f"- {machine_text()}",
+        f"- Median of {rounds} timed runs per model (each right after an untimed one), the models taking turns"
+        " round by round; batch 1, the hub models at 3x224x224, the built-ins at their usual input.",
+        "",
+        "Milliseconds per analysis, and each phase's share of the median total:",
+        "",
+        "| model | operators | module calls | total ms | " + " | ".join(PHASES) + " |",
+        "|:--|--:|--:|--:|" + "--:|" * len(PHASES),
+    ]
+    for model in models:
+        total = model.median("total")
+        cells = [str(model.operators), str(model.module_calls), f"{total * 1e3:.2f}"]
+        cells += [f"{model.median(p) * 1e3:.2f} ({model.median(p) / total:.0%})" for p in PHASES]
+        lines.append(f"| `{model.spec}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The same per traced operator (µs):",
+        "",
+        "| model | total | " + " | ".join(PHASES) + " |",
+        "|:--|--:|" + "--:|" * len(PHASES),
+    ]
+    for model in models:
+        per_op = [model.median(p) / model.operators * 1e6 for p in ("total", *PHASES)]
+        lines.append(f"| `{model.spec}` | " + " | ".join(f"{value:.1f}" for value in per_op) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="SPEC", help="models to time")
+    parser.add_argument("--rounds", type=int, default=15, help="timed runs per model (default 15)")
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the Markdown report")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if any(":" in spec for spec in args.models):
+        import_torchvision()
+    command = " ".join(["python", "benchmarks/bench_phases.py", *(sys.argv[1:] if argv is None else argv)])
+    text = report(measure(tuple(args.models), args.rounds), args.rounds, command)
+    print(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    written = args.report.with_name(f".{args.report.name}.tmp")
+    written.write_text(text, encoding="utf-8")
+    os.replace(written, args.report)  # whole or not at all
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
