@@ -1,6 +1,7 @@
 """benchmarks/bench_phases.py, so that it cannot rot: the functions it wraps are still the
 ones an analysis calls, each phase holds what it says, and the script puts them back."""
 
+import gc
 import importlib
 from pathlib import Path
 
@@ -49,13 +50,13 @@ def test_a_forwards_own_time_is_the_forwards_phase(bench, tmp_path, monkeypatch)
         assert run["total"] >= run["forward under the recorder"] + run["set-up and tear-down"] + run["passes"]
 
 
-def test_the_report_has_a_row_per_model_and_the_wrapped_functions_are_put_back(bench, tmp_path):
+def test_the_report_has_a_row_per_model_and_what_was_wrapped_is_put_back(bench, tmp_path):
     def wrapped():
         return archprof.analysis.trace_loaded, archprof.analysis.build_report, archprof.tracing.trace.model_called
 
-    before = wrapped()
+    before, callbacks = wrapped(), list(gc.callbacks)
     report = tmp_path / "phases.md"
     assert bench.main(["--models", "lenet5", "edge_conv", "--rounds", "2", "--report", str(report)]) == 0
     text = report.read_text()
     assert "| `lenet5` | 15 | 15 |" in text and "| `edge_conv` | 1 | 2 |" in text
-    assert wrapped() == before
+    assert wrapped() == before and gc.callbacks == callbacks
