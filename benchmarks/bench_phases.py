@@ -159,25 +159,26 @@ def report(models: list[Model], rounds: int, command: str) -> str:
         "",
         "Milliseconds per analysis, and each phase's share of the median total:",
         "",
-        "| model | operators | module calls | total ms | " + " | ".join(PHASES) + " |",
-        "|:--|--:|--:|--:|" + "--:|" * len(PHASES),
     ]
+    shares = []
     for model in models:
         total = model.median("total")
-        cells = [str(model.operators), str(model.module_calls), f"{total * 1e3:.2f}"]
-        cells += [f"{model.median(p) * 1e3:.2f} ({model.median(p) / total:.0%})" for p in PHASES]
-        lines.append(f"| `{model.spec}` | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "The same per traced operator (µs):",
-        "",
-        "| model | total | " + " | ".join(PHASES) + " |",
-        "|:--|--:|" + "--:|" * len(PHASES),
+        cells = [f"`{model.spec}`", str(model.operators), str(model.module_calls), f"{total * 1e3:.2f}"]
+        shares.append(cells + [f"{model.median(p) * 1e3:.2f} ({model.median(p) / total:.0%})" for p in PHASES])
+    lines += _table(["model", "operators", "module calls", "total ms", *PHASES], shares)
+    lines += ["", "The same per traced operator (µs):", ""]
+    per_operator = [
+        [f"`{model.spec}`", *(f"{model.median(p) / model.operators * 1e6:.1f}" for p in ("total", *PHASES))]
+        for model in models
     ]
-    for model in models:
-        per_op = [model.median(p) / model.operators * 1e6 for p in ("total", *PHASES)]
-        lines.append(f"| `{model.spec}` | " + " | ".join(f"{value:.1f}" for value in per_op) + " |")
+    lines += _table(["model", "total", *PHASES], per_operator)
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, its first column left-aligned, the others right."""
+    lines = ["| " + " | ".join(header) + " |", "|:--|" + "--:|" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
