@@ -115,7 +115,7 @@ def measure(specs: tuple[str, ...], rounds: int) -> list[Model]:
     models = []
     for spec in specs:
         loaded = load_model(spec)
-        size = HUB_INPUT if ":" in spec else loaded.default_inputs[0].shape
+        size = HUB_INPUT if _from_the_hub(spec) else loaded.default_inputs[0].shape
         analyses[spec] = lambda loaded=loaded, size=size: archprof.analyze(loaded, input_size=size, batch=1)
         graph = analyses[spec]().graph  # also the warm-up
         models.append(Model(spec, len(graph.ops), len(graph.module_calls)))
@@ -131,6 +131,11 @@ def measure(specs: tuple[str, ...], rounds: int) -> list[Model]:
                 total = time.perf_counter() - start
             model.runs.append(_phases(total, spent))
     return models
+
+
+def _from_the_hub(spec: str) -> bool:
+    """Whether `spec` names a torchvision or timm model (`torchvision:resnet50`)."""
+    return spec.partition(":")[0] in ("torchvision", "timm")
 
 
 def _phases(total: float, spent: dict[str, float]) -> dict[str, float]:
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if any(":" in spec for spec in args.models):
+    if any(_from_the_hub(spec) for spec in args.models):
         import_torchvision()
     command = " ".join(["python", "benchmarks/bench_phases.py", *(sys.argv[1:] if argv is None else argv)])
     text = report(measure(tuple(args.models), args.rounds), args.rounds, command)
