@@ -43,6 +43,7 @@ from worktree import machine_text
 import archprof
 import archprof.analysis
 import archprof.tracing.trace
+from archprof.errors import ArchprofError
 from archprof.load import load_model
 
 DEFAULT_REPORT = Path(__file__).resolve().parent.parent / "reports" / "benchmark_phases.md"
@@ -109,14 +110,17 @@ def clocked(spent: dict[str, float]) -> Iterator[None]:
             setattr(owner, name, function)
 
 
-def measure(specs: tuple[str, ...], rounds: int) -> list[Model]:
-    """Each model's timed runs, the models taking turns round by round."""
+def measure(specs: tuple[str, ...], rounds: int, size: tuple[int, ...] | None = None) -> list[Model]:
+    """Each model's timed runs, the models taking turns round by round: at `size` (one
+    sample's shape), else the hub models at 3x224x224 and the others at their usual input."""
     analyses: dict[str, Callable[[], archprof.Report]] = {}
     models = []
     for spec in specs:
         loaded = load_model(spec)
-        size = HUB_INPUT if _from_the_hub(spec) else loaded.default_inputs[0].shape
-        analyses[spec] = lambda loaded=loaded, size=size: archprof.analyze(loaded, input_size=size, batch=1)
+        usual = HUB_INPUT if _from_the_hub(spec) else loaded.input_size
+        if size is None and usual is None:
+            raise ArchprofError(f"{spec} has no usual input: give one with --input (3x224x224)")
+        analyses[spec] = lambda loaded=loaded, shape=size or usual: archprof.analyze(loaded, input_size=shape, batch=1)
         graph = analyses[spec]().graph  # also the warm-up
         models.append(Model(spec, len(graph.ops), len(graph.module_calls)))
     gc.collect()
@@ -131,6 +135,19 @@ def measure(specs: tuple[str, ...], rounds: int) -> list[Model]:
                 total = time.perf_counter() - start
             model.runs.append(_phases(total, spent))
     return models
+
+
+def _inputs_text(size: tuple[int, ...] | None) -> str:
+    if size is not None:
+        return f"every model at {'x'.join(map(str, size))}"
+    return "the hub models at 3x224x224, the others at their usual input"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(size) for size in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no shape: give sizes joined by x, 3x224x224") from None
 
 
 def _from_the_hub(spec: str) -> bool:
@@ -151,7 +168,7 @@ def _phases(total: float, spent: dict[str, float]) -> dict[str, float]:
     }
 
 
-def report(models: list[Model], rounds: int, command: str) -> str:
+def report(models: list[Model], rounds: int, command: str, size: tuple[int, ...] | None = None) -> str:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     lines = [
         "# archprof benchmark: where a warm analysis spends its time",
@@ -160,7 +177,7 @@ def report(models: list[Model], rounds: int, command: str) -> str:
         f"- Command: `{command}`",
         f"- {machine_text()}",
         f"- Median of {rounds} timed runs per model (each right after an untimed one), the models taking turns"
-        " round by round; batch 1, the hub models at 3x224x224, the built-ins at their usual input.",
+        f" round by round; batch 1, {_inputs_text(size)}.",
         "",
         "Milliseconds per analysis, and each phase's share of the median total:",
         "",
@@ -190,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="SPEC", help="models to time")
     parser.add_argument("--rounds", type=int, default=15, help="timed runs per model (default 15)")
+    parser.add_argument(
+        "--input", type=_shape, help="one sample's shape for every model, 3x224x224 (default: each model's usual)"
+    )
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the Markdown report")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -197,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(_from_the_hub(spec) for spec in args.models):
         import_torchvision()
     command = " ".join(["python", "benchmarks/bench_phases.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(measure(tuple(args.models), args.rounds), args.rounds, command)
+    try:
+        models = measure(tuple(args.models), args.rounds, args.input)
+    except ArchprofError as exc:  # a model that does not load or analyse: said in one line, exit 2
+        parser.error(str(exc))
+    text = report(models, args.rounds, command, args.input)
     print(text)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     written = args.report.with_name(f".{args.report.name}.tmp")

@@ -40,7 +40,7 @@ def bench(monkeypatch):
 def test_a_forwards_own_time_is_the_forwards_phase(bench, tmp_path, monkeypatch):
     (tmp_path / "sleeping.py").write_text(SLEEPING_MODEL)
     monkeypatch.chdir(tmp_path)
-    (sleeping,) = bench.measure(("sleeping.py:sleeping",), rounds=2)
+    (sleeping,) = bench.measure(("sleeping.py:sleeping",), rounds=2, size=(3, 8, 8))
     assert (sleeping.operators, sleeping.module_calls) == (2, 2)  # the convolution and the ReLU; the model, its conv
     assert len(sleeping.runs) == 2
     for run in sleeping.runs:
