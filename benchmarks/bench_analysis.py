@@ -46,7 +46,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -59,6 +58,7 @@ import torchinfo
 from analysis_figure import ModelSpeed, speed_figure, svg
 from fvcore.nn import FlopCountAnalysis
 from picked_models import HUB_MODELS
+from report_writing import markdown_table, write_report
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -126,10 +126,9 @@ def measure_side_by_side(fns: dict[str, Callable[[], Any]], repeat: int) -> dict
     a peer's forward took 1.4 ms, 0.6 after a call of its own (load 3 on 2 CPUs, 2026-12-07);
     with OMP_WAIT_POLICY=PASSIVE most of that difference was gone.
 
-    The warm-up calls come before the rounds, all of them, and the collector runs once after
-    them: a tool's first call may import modules and fill caches, and
-    the garbage that leaves would otherwise be collected inside some timed run of round one.
-    The collector runs once before the rounds, not before each call: a full collection
+    Every tool's warm-up call comes before the rounds, and the collector runs once after them:
+    a first call may import modules and fill caches, whose garbage would otherwise be
+    collected inside some timed run of round one. Not before each call: a full collection
     leaves the processor's caches cold, which adds about 0.6 ms to whatever runs next (the
     whole of a small model's analysis) and says nothing of the tool measured. A call's
     result is freed after its clock stops, before the next one starts."""
@@ -826,12 +825,6 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**NOT MET**"
 
 
-def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if a == "l" else "--:" for a in align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
 def render(
     rows: list[Row],
     build_ms: dict[str, float],
@@ -1097,25 +1090,13 @@ def render_figure(models: list[ModelSpeed], path: Path) -> str:
         figure = speed_figure(models)
     except ImportError:
         return "\n(The picture of sections 4 and 5 needs matplotlib: pip install -e '.[bench]'.)\n"
-    write_atomic(path, svg(figure))
+    write_report(path, svg(figure))
     return (
         f"\n![archprof's speed-up over the fastest peer, and its time per operator, per model]({path.name})\n\n"
         "Sections 4 and 5 at a glance. Left: the speed-up over the fastest peer, green where it reaches the"
         " 10x goal. Right: archprof's microseconds per traced operator, its passes and the rest; the black"
         " tick is the dispatch-mode floor, the red diamond what 10x the fastest peer leaves for everything.\n"
     )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1156,7 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
         + render_sizes(size_timings)
     )
     print(text)
-    write_atomic(args.report, text)
+    write_report(args.report, text)
     progress(f"wrote {args.report}")
     return 0
 

@@ -1,10 +1,11 @@
 """Where a warm analysis spends its time, phase by phase.
 
-    python benchmarks/bench_phases.py [--models SPEC ...] [--rounds N] [--report PATH]
+    python benchmarks/bench_phases.py [--models SPEC ...] [--rounds N] [--input CxHxW] [--report PATH]
 
-Per model, built once from its spec on meta, `archprof.analyze` of it at its usual input
-(batch 1) is timed --rounds times (default 15), the models taking turns round by round, each
-timed run right after an untimed one of the same model. Within each run, its phases:
+Per model, built once from its spec on meta, `archprof.analyze` of it (batch 1; a hub model
+at 3x224x224, any other at its usual input, or every one at --input) is timed --rounds times
+(default 15), the models taking turns round by round, each timed run right after an untimed
+one of the same model. Within each run, its phases:
 
 - set-up and tear-down: all the trace does but the forward (the module walk, the model's
   tensors registered, the forward wrappers and dispatcher kernels put in place and taken
@@ -28,7 +29,6 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
-import os
 import statistics
 import sys
 import time
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from picked_models import HUB_MODELS
+from report_writing import markdown_table, ready_to_write, write_report
 from torchvision_ops import import_torchvision
 from worktree import machine_text
 
@@ -187,20 +188,19 @@ def report(models: list[Model], rounds: int, command: str, size: tuple[int, ...]
         total = model.median("total")
         cells = [f"`{model.spec}`", str(model.operators), str(model.module_calls), f"{total * 1e3:.2f}"]
         shares.append(cells + [f"{model.median(p) * 1e3:.2f} ({model.median(p) / total:.0%})" for p in PHASES])
-    lines += _table(["model", "operators", "module calls", "total ms", *PHASES], shares)
+    lines += _numbers_table(["model", "operators", "module calls", "total ms", *PHASES], shares)
     lines += ["", "The same per traced operator (µs):", ""]
     per_operator = [
         [f"`{model.spec}`", *(f"{model.median(p) / model.operators * 1e6:.1f}" for p in ("total", *PHASES))]
         for model in models
     ]
-    lines += _table(["model", "total", *PHASES], per_operator)
+    lines += _numbers_table(["model", "total", *PHASES], per_operator)
     return "\n".join(lines) + "\n"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table, its first column left-aligned, the others right."""
-    lines = ["| " + " | ".join(header) + " |", "|:--|" + "--:|" * (len(header) - 1)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+def _numbers_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A table of a model a row: its name left-aligned, its numbers right."""
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,15 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         import_torchvision()
     command = " ".join(["python", "benchmarks/bench_phases.py", *(sys.argv[1:] if argv is None else argv)])
     try:
+        ready_to_write(args.report)
         models = measure(tuple(args.models), args.rounds, args.input)
-    except ArchprofError as exc:  # a model that does not load or analyse: said in one line, exit 2
+    except ArchprofError as exc:  # a report it cannot write, a model that does not load: one line, exit 2
         parser.error(str(exc))
     text = report(models, args.rounds, command, args.input)
     print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    written = args.report.with_name(f".{args.report.name}.tmp")
-    written.write_text(text, encoding="utf-8")
-    os.replace(written, args.report)  # whole or not at all
+    write_report(args.report, text)
     return 0
 
 
