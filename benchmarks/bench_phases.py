@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arguments import input_size
 from picked_models import HUB_MODELS
 from report_writing import markdown_table, ready_to_write, write_report
 from torchvision_ops import import_torchvision
@@ -144,13 +145,6 @@ def _inputs_text(size: tuple[int, ...] | None) -> str:
     return "the hub models at 3x224x224, the others at their usual input"
 
 
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(size) for size in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is no shape: give sizes joined by x, 3x224x224") from None
-
-
 def _from_the_hub(spec: str) -> bool:
     """Whether `spec` names a torchvision or timm model (`torchvision:resnet50`)."""
     return spec.partition(":")[0] in ("torchvision", "timm")
@@ -208,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, metavar="SPEC", help="models to time")
     parser.add_argument("--rounds", type=int, default=15, help="timed runs per model (default 15)")
     parser.add_argument(
-        "--input", type=_shape, help="one sample's shape for every model, 3x224x224 (default: each model's usual)"
+        "--input", type=input_size, help="one sample's shape for every model, 3x224x224 (default: each model's usual)"
     )
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="where to write the Markdown report")
     args = parser.parse_args(argv)

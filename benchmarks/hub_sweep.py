@@ -3,6 +3,7 @@ checked against PyTorch's FlopCounterMode on meta tensors.
 
     python benchmarks/hub_sweep.py [--sample N] [--jobs N] [--seed S] [--train] [--report PATH]
                                    [--families segmentation,video,...] [--resume]
+                                   [--input CxHxW] [--batch N]
 
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
@@ -11,8 +12,15 @@ shapes of every tensor the forward returns (where that forward raises on meta, t
 built on the CPU and run there, its weights and inputs drawn from the seed archprof's CPU
 fallback drew them from: the same forward). A model is exact when all three equal archprof's (its
 parameter total, MACs, and the shapes of the graph's outputs), wrong when one differs,
-failed when archprof raised. A model whose build fails on meta is left out ("does not
-build on meta"), and counted.
+failed when archprof raised, unless the model's own forward, run by the reference at the
+same input, raises too: then the model refuses that input ("refused by the model": a vision
+transformer's position table made for one size). A model whose build fails on meta is left
+out ("does not build on meta"), and counted.
+
+`--input CxHxW` and `--batch N` analyse every model at that input (each of its inputs, for a
+model of several) and batch instead of its default and 1: the formulas checked at sizes the
+hub's defaults never reach (odd sides, which convolutions, poolings and ceil modes round,
+and a batch above 1). The report is then reports/hub_sweep_CxHxW_batchN.md, beside its CSV.
 
 `--train` analyses one training step instead (batch 2: a BatchNorm in training refuses
 one value per channel, which squeeze-excitation blocks meet at batch 1) and compares its
@@ -62,6 +70,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from arguments import input_size
 from torchvision_ops import import_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,21 +135,27 @@ def _hubs():
 TRAINING_BATCH = 2
 
 
-def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None = None) -> dict:
+def sweep_one(
+    spec: str, training: bool = False, inputs: dict[str, list] | None = None, batch: int | None = None
+) -> dict:
     """One model's row (FIELDS), of its inference or (`training`) of one training step, at
-    `inputs[spec]` where given (its default input otherwise); every exception ends up in
-    `why`, on one line."""
+    `inputs[spec]` where given (its default input otherwise) and `batch` (None: 1, or
+    TRAINING_BATCH for a training step); every exception ends up in `why`, on one line.
+    Where archprof raises, the reference runs on the same input: a model whose own forward
+    raises there too refuses the input (`refused by the model`), not archprof."""
     import torch
 
     import archprof
     from archprof.errors import first_line
     from archprof.load import load_model
-    from archprof.random_state import REAL_TRACE_SEED
     from archprof.units import shapes_text
 
     _hubs()
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
+    step = {"training": training, "batch": batch or (TRAINING_BATCH if training else 1)}
+    if inputs and spec in inputs:
+        step["inputs"] = inputs[spec]
     start = time.perf_counter()
     try:
         loaded = load_model(spec)
@@ -153,14 +168,11 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
         gc.collect()
         # The math decomposition of attention, which FlopCounterMode's reference runs on meta.
         torch.backends.cuda.enable_flash_sdp(not training)
-        step = {"training": True, "batch": TRAINING_BATCH} if training else {}
-        if inputs and spec in inputs:
-            step["inputs"] = inputs[spec]
         archprof.analyze(loaded, **step)  # the first pays once-per-process costs (imports, operators first seen)
         again = time.perf_counter()
         report = archprof.analyze(loaded, **step)
     except Exception as exc:
-        return {**row, "status": "failed", "why": first_line(exc)}
+        return {**row, **_failure(loaded, step, first_line(exc))}
     analysed = time.perf_counter()
     row.update(
         build_ms=f"{(built - start) * 1e3:.1f}",
@@ -175,18 +187,9 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
         not_counted=" ".join(f"{op}={n}" for op, n in sorted(report.totals.not_counted.items())),
     )
     try:
-        row.update(_reference(loaded.module, report.input_shapes, "meta", training))
-    except Exception as on_meta:
-        # Some forwards make a CPU tensor of their own (torchvision's regnets): count a real CPU forward.
-        try:
-            # archprof's CPU fallback draws its random weights (the model built again) and
-            # inputs from this seed: seeded alike, the reference's CPU forward is the same
-            # forward, which a detector's counts depend on (the boxes its proposals keep).
-            torch.manual_seed(REAL_TRACE_SEED)
-            row.update(_reference(loaded.materialize("cpu"), report.input_shapes, "cpu", training))
-        except Exception as on_cpu:
-            why = f"FlopCounterMode: on meta {first_line(on_meta)}; on the CPU {first_line(on_cpu)}"
-            return {**row, "status": "no reference", "why": why}
+        row.update(_reference_anywhere(loaded, report.input_shapes, training))
+    except _NoReference as exc:
+        return {**row, "status": "no reference", "why": str(exc)}
     differ = [
         what
         for what, ours, theirs in (
@@ -198,6 +201,51 @@ def sweep_one(spec: str, training: bool = False, inputs: dict[str, list] | None 
         if ours != theirs
     ]
     return {**row, "status": "wrong" if differ else "exact", "why": ", ".join(differ)}
+
+
+class _NoReference(Exception):
+    """FlopCounterMode's forward raised on meta and, where that was for want of data or a
+    kernel, on the CPU too: its message says where, on one line."""
+
+
+def _reference_anywhere(loaded, input_shapes, training: bool) -> dict:
+    """`_reference` on meta; where that raises for want of data or a kernel there (some
+    forwards make a CPU tensor of their own: torchvision's regnets), on the model built on the
+    CPU and run there. Not where the model's own code refuses the input (a vision
+    transformer's position table, made for one size): a CPU forward raises the same, after
+    building every weight (20 GB for the largest)."""
+    import torch
+
+    from archprof.errors import first_line, is_meta_limitation
+    from archprof.random_state import REAL_TRACE_SEED
+
+    try:
+        return _reference(loaded.module, input_shapes, "meta", training)
+    except Exception as on_meta:
+        if not is_meta_limitation(on_meta):
+            raise _NoReference(f"FlopCounterMode: on meta {first_line(on_meta)}") from on_meta
+        try:
+            # archprof's CPU fallback draws its random weights (the model built again) and
+            # inputs from this seed: seeded alike, the reference's CPU forward is the same
+            # forward, which a detector's counts depend on (the boxes its proposals keep).
+            torch.manual_seed(REAL_TRACE_SEED)
+            return _reference(loaded.materialize("cpu"), input_shapes, "cpu", training)
+        except Exception as on_cpu:
+            why = f"FlopCounterMode: on meta {first_line(on_meta)}; on the CPU {first_line(on_cpu)}"
+            raise _NoReference(why) from on_cpu
+
+
+def _failure(loaded, step: dict, why: str) -> dict:
+    """The status of a model archprof raised on (`why`): refused by the model where its own
+    forward, run by the reference at the same inputs, raises too; else failed."""
+    samples = step.get("inputs") or [spec.shape for spec in loaded.default_inputs or ()]
+    if not samples:
+        return {"status": "failed", "why": why}
+    try:
+        _reference_anywhere(loaded, [(step["batch"], *sample) for sample in samples], step["training"])
+    except _NoReference:
+        return {"status": "refused by the model", "why": why}
+    return {"status": "failed", "why": why + " (the reference ran)"}
 
 
 def _reference(module, input_shapes, device: str, training: bool = False) -> dict:
@@ -294,12 +342,19 @@ def _convolution_gradients_flops(
 MEANINGS = {
     "wrong": "archprof's parameters, MACs, training FLOPs or output shape differ from the reference's: a bug.",
     "failed": "archprof raised: a bug, or a limit its message names.",
+    "refused by the model": "archprof raised, and so did the model's own forward at the same input, run by the"
+    " reference (a vision transformer's position table made for one size, a window attention's window that must"
+    " divide the map, a residual sum of two paths that round an odd size differently): the model does not take"
+    " this input, as PyTorch runs it.",
     "no reference": "archprof analysed the model (its figures are in the CSV), but the reference could not:"
     " FlopCounterMode's own forward raised, on the meta device and on the CPU. A limit of the reference, not of"
     " archprof.",
     "does not build on meta": "The model's constructor fails on the meta device: neither archprof nor the"
     " reference can take it from its spec.",
 }
+
+
+STATUSES = ("exact", "wrong", "failed", "refused by the model", "no reference", "does not build on meta")
 
 
 def _us_per_operator(row: dict) -> float:
@@ -317,6 +372,8 @@ def markdown(
     families: tuple[str, ...] = ("classification",),
     resumed: int = 0,
     seed: int = 0,
+    size: tuple[int, ...] | None = None,
+    batch: int | None = None,
 ) -> str:
     statuses = Counter(row["status"] for row in rows)
     scope = (
@@ -325,8 +382,9 @@ def markdown(
         else f"all {total} models"
     )
     step = (
-        f" One training step at batch {TRAINING_BATCH} each: its `training_flops` against FlopCounterMode's count of"
-        " the same train-mode forward and of the backward pass from its floating outputs (gradients of ones),"
+        f" One training step at batch {batch or TRAINING_BATCH} each: its `training_flops` against"
+        " FlopCounterMode's count of the same train-mode forward and of the backward pass from its floating"
+        " outputs (gradients of ones),"
         " each gradient of a convolution counted as its forward by FlopCounterMode's own forward formula (its"
         " convolution_backward formula ignores groups: a depthwise weight gradient C times over), and attention"
         " as its math decomposition in both (the CPU's flash kernel, which archprof models, turned off: on meta"
@@ -340,12 +398,17 @@ def markdown(
     classification = families == ("classification",)
     hubs = "torchvision and timm" if classification else f"torchvision's {', '.join(families)} models"
     lines = [
-        f"# Hub sweep: {hubs} against FlopCounterMode" + (", one training step" if training else ""),
+        f"# Hub sweep: {hubs} against FlopCounterMode"
+        + (", one training step" if training else "")
+        + (f", every input {'x'.join(map(str, size))}" if size else "")
+        + (f", batch {batch}" if batch else ""),
         "",
         f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
         + (f" --sample {sample} --seed {seed}" if sample else "")
         + (" --train" if training else "")
         + ("" if classification else f" --families {','.join(families)}")
+        + (f" --input {'x'.join(map(str, size))}" if size else "")
+        + (f" --batch {batch}" if batch else "")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
         + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
         + f"; load average {load:.1f} on {os.cpu_count()} cores at the"
@@ -357,11 +420,9 @@ def markdown(
         " archprof's own CPU fallback drew its weights and input from (the same forward, which a detector's"
         " counts depend on)." + step,
         "",
-        "| exact | wrong | failed | no reference | does not build on meta |",
-        "|---:|---:|---:|---:|---:|",
-        "| "
-        + " | ".join(str(statuses[s]) for s in ("exact", "wrong", "failed", "no reference", "does not build on meta"))
-        + " |",
+        "| " + " | ".join(STATUSES) + " |",
+        "|" + "---:|" * len(STATUSES),
+        "| " + " | ".join(str(statuses[status]) for status in STATUSES) + " |",
         "",
     ]
     for status, meaning in MEANINGS.items():
@@ -424,9 +485,17 @@ def main() -> None:
     parser.add_argument("--families", type=_families, default=("classification",), help=", ".join(FAMILIES))
     parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_families][_training].md")
     parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, sweep the rest")
+    parser.add_argument(
+        "--input", type=input_size, default=None, help="every input of every model at this shape, 3x199x167"
+    )
+    parser.add_argument("--batch", type=_batch, default=None, help=f"default 1; {TRAINING_BATCH} with --train")
     options = parser.parse_args()
     families = options.families
     stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
+    if options.input:
+        stem += "_" + "x".join(map(str, options.input))
+    if options.batch:
+        stem += f"_batch{options.batch}"
     report = options.report or ROOT / "reports" / (stem + ("_training.md" if options.train else ".md"))
     models = hub_models(families)
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
@@ -453,16 +522,36 @@ def main() -> None:
         append_row(table, FIELDS, row)
         swept[row["model"]] = row
 
-    sweep = functools.partial(sweep_one, training=options.train, inputs=family_inputs(families))
+    inputs = family_inputs(families)
+    if options.input:  # each model's inputs, as many as it takes, all at that shape
+        inputs = {spec: [options.input] * len(inputs.get(spec, [None])) for spec in models}
+    sweep = functools.partial(sweep_one, training=options.train, inputs=inputs, batch=options.batch)
     ordered_map(sweep, left, jobs=options.jobs, progress=progress, each=keep)
     wall_s = time.perf_counter() - start
     print(file=sys.stderr)
     rows = [swept[spec] for spec in chosen]
     text = markdown(
-        rows, len(models), options.sample, options.jobs, wall_s, load, options.train, families, resumed, options.seed
+        rows,
+        len(models),
+        options.sample,
+        options.jobs,
+        wall_s,
+        load,
+        options.train,
+        families,
+        resumed,
+        options.seed,
+        options.input,
+        options.batch,
     )
     write_reports(report, text, FIELDS, rows)
     print(text)
+
+
+def _batch(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is no batch: give a whole number of at least 1")
+    return int(text)
 
 
 def _families(text: str) -> tuple[str, ...]:

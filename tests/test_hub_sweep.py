@@ -87,7 +87,8 @@ def test_a_killed_sweep_resumed_gives_the_rows_of_one_never_stopped(tmp_path):
     finished(resumed)
     assert rows(table) == expected
     statuses = [row["status"] for row in expected]
-    counts = [statuses.count(s) for s in ("exact", "wrong", "failed", "no reference", "does not build on meta")]
+    order = ("exact", "wrong", "failed", "refused by the model", "no reference", "does not build on meta")
+    counts = [statuses.count(s) for s in order]
     assert "| " + " | ".join(map(str, counts)) + " |" in stopped.read_text().splitlines()
     assert f"resuming a stopped run: {before} models from its CSV" in stopped.read_text()
     # the load average as a figure, not the template
@@ -133,3 +134,60 @@ def test_the_reference_adds_the_lstm_gradients_its_decomposition_skips(monkeypat
         report = archprof.analyze(_Recurrent(**options), input_size=(5, 8), batch=3, training=True)
         reference = hub_sweep._reference(_Recurrent(**options).to("meta"), [(3, 5, 8)], "meta", training=True)
         assert reference["reference_training_flops"] == report.totals.training_flops, options
+
+
+def _hub_sweep(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import hub_sweep
+
+    return hub_sweep
+
+
+def test_input_and_batch_reach_the_analysis_and_the_reference(monkeypatch):
+    """At an input of odd sides and batch 3, archprof's figures equal FlopCounterMode's on
+    the same input (exact), and the batch reached both: three times batch 1's MACs, whose row
+    at that input is exact too."""
+    hub_sweep = _hub_sweep(monkeypatch)
+    inputs = {"resnet18": [(3, 97, 83)]}
+    three = hub_sweep.sweep_one("resnet18", inputs=inputs, batch=3)
+    one = hub_sweep.sweep_one("resnet18", inputs=inputs)
+    assert (three["status"], one["status"]) == ("exact", "exact"), (three["why"], one["why"])
+    assert three["output_shape"] == three["reference_output_shape"] == "3x1000"
+    assert three["reference_macs"] == 3 * one["reference_macs"] > 0
+
+
+def test_a_model_that_refuses_the_input_is_told_from_a_failure(monkeypatch):
+    """LeNet-5's first linear layer takes the 16x5x5 features of a 32x32 image: at 40x40 its
+    own forward raises, run by the reference, as archprof does; not a failure of archprof's.
+    Where archprof raises and the model's forward runs, the row stays a failure, and says so."""
+    import archprof
+    from archprof.errors import ArchprofError
+
+    hub_sweep = _hub_sweep(monkeypatch)
+    refused = hub_sweep.sweep_one("lenet5", inputs={"lenet5": [(1, 40, 40)]})
+    assert refused["status"] == "refused by the model"
+    assert "(1x784 and 400x120)" in refused["why"] and refused["macs"] == ""  # 16x7x7 features, not 16x5x5
+
+    def raises(*args, **kwargs):
+        raise ArchprofError("a stand-in for a bug")
+
+    monkeypatch.setattr(archprof, "analyze", raises)
+    failed = hub_sweep.sweep_one("lenet5", inputs={"lenet5": [(1, 32, 32)]})
+    assert failed["status"] == "failed"
+    assert failed["why"] == "ArchprofError: a stand-in for a bug (the reference ran)"
+
+
+def test_the_sweep_at_an_input_and_batch_says_them_and_refuses_bad_ones(tmp_path):
+    report = tmp_path / "odd.md"
+    finished(sweep(report, "--input", "3x61x47", "--batch", "2", "--jobs", "1"))
+    text = report.read_text()
+    assert "--input 3x61x47 --batch 2 --jobs 1`" in text and ", every input 3x61x47, batch 2" in text
+    assert "| exact | wrong | failed | refused by the model | no reference | does not build on meta |" in text
+    table = {row["model"]: row for row in rows(report.with_suffix(".csv"))}
+    assert table["resnet18"]["output_shape"] == "2x1000"
+    for option, value in (("--input", "3x0x4"), ("--batch", "0")):
+        process = sweep(tmp_path / "never.md", option, value)
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 2
+        assert f"error: argument {option}:" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "never.md").exists()
