@@ -13,12 +13,19 @@ reports/fast_paths_check.md.
 
     python benchmarks/fast_paths_check.py --jobs 2            # all 1,451 models, about 8 minutes on 2 cores
     python benchmarks/fast_paths_check.py --sample 100        # a seeded sample
+    python benchmarks/fast_paths_check.py --input 3x199x167 --report reports/fast_paths_check_3x199x167.md
+
+`--input` analyses every model at that sample shape instead of its own: the shortcuts and
+copies at sizes the hub's defaults never reach (odd sides). A model whose forward refuses it
+raises the same error on both paths ("both raise"); a path that raises where the other runs
+is a failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import multiprocessing
 import random
 import time
@@ -26,10 +33,15 @@ import warnings
 from pathlib import Path
 
 import torch
+from arguments import input_size
 from hub_sweep import _hubs, hub_models
+from report_writing import ready_to_write, write_report
 from torch.overrides import TorchFunctionMode
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "fast_paths_check.md"
+from archprof.errors import ArchprofError
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "reports" / "fast_paths_check.md"
 VARIANTS = {"batch 1": {"batch": 1, "dtype": None}, "batch 2, float16": {"batch": 2, "dtype": torch.float16}}
 
 
@@ -63,11 +75,12 @@ def _built_as_torch_builds():
         archprof.load.specs.on_meta = on_meta
 
 
-def check_one(spec: str) -> tuple[str, dict[str, str], int]:
-    """(spec, variant -> "same" / "DIFFERENT" / "failed: why", blocks copied at batch 1)."""
+def check_one(spec: str, size: tuple[int, ...] | None = None) -> tuple[str, dict[str, str], int]:
+    """(spec, variant -> "same" / "DIFFERENT" / "failed: why" / "both raise: why", blocks
+    copied at batch 1), at the model's default input or one sample of `size`. "both raise":
+    the fast and the plain analyses raised the same error (a model that refuses the input)."""
     import archprof.tracing.replay
     from archprof.analysis import analysis
-    from archprof.errors import first_line
     from archprof.load import load_model
     from archprof.tracing.trace import native_attention_off
 
@@ -86,16 +99,21 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     outcome, copies = {}, {}
     for name, options in VARIANTS.items():
         copied = 0
-        try:
-            with native_attention_off():
-                fast = analysis(load_model(spec), None, **options)  # a fresh model each time: a forward may change it
+        with native_attention_off():
+            try:
+                fast = analysis(load_model(spec), size, **options)  # a fresh model each time: a forward may change it
                 copies[name] = copied
+            except Exception as exc:  # one row per model, whatever it raises
+                fast = exc
+            try:
                 with _built_as_torch_builds():
                     plain_model = load_model(spec)
                 with _Passing(), _through_the_dispatcher():
-                    plain = analysis(plain_model, None, **options)
-        except Exception as exc:  # one row per model, whatever it raises
-            outcome[name] = f"failed: {first_line(exc)}"
+                    plain = analysis(plain_model, size, **options)
+            except Exception as exc:
+                plain = exc
+        if isinstance(fast, Exception) or isinstance(plain, Exception):
+            outcome[name] = _raised(fast, plain)
             continue
         same = repr((fast.graph, fast.report.columns)) == repr((plain.graph, plain.report.columns))
         outcome[name] = "same" if same else "DIFFERENT"
@@ -103,11 +121,34 @@ def check_one(spec: str) -> tuple[str, dict[str, str], int]:
     return spec, outcome, copies.get("batch 1", 0)
 
 
+def _raised(fast, plain) -> str:
+    """The outcome where one analysis or both raised: the same error from both (the model's
+    own forward refusing the input) or a failure, with what each path did."""
+    from archprof.errors import first_line
+
+    fast_said, plain_said = (first_line(x) if isinstance(x, Exception) else None for x in (fast, plain))
+    if fast_said is not None and fast_said == plain_said:
+        return f"both raise: {fast_said}"
+    did = [
+        f"{path} raised {said}" if said is not None else f"{path} ran"
+        for path, said in (("fast", fast_said), ("plain", plain_said))
+    ]
+    return "failed: " + "; ".join(did)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", type=int, help="check a seeded sample of this many models")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--input", type=input_size, default=None, help="one sample's shape for every model, 3x199x167 (default its own)"
+    )
+    parser.add_argument("--report", type=Path, default=REPORT, help=f"default {REPORT.relative_to(ROOT)}")
     options = parser.parse_args()
+    try:
+        ready_to_write(options.report)
+    except ArchprofError as exc:  # a directory, a read-only file: one line, exit 2, before minutes of checks
+        parser.error(str(exc))
     models = hub_models()
     total = len(models)
     if options.sample:
@@ -115,7 +156,8 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     with multiprocessing.get_context("spawn").Pool(options.jobs, maxtasksperchild=50) as pool:
-        for done, row in enumerate(pool.imap_unordered(check_one, models, chunksize=4), 1):
+        check = functools.partial(check_one, size=options.input)
+        for done, row in enumerate(pool.imap_unordered(check, models, chunksize=4), 1):
             rows.append(row)
             print(f"\r{done}/{len(models)} models", end="", flush=True)
     print()
@@ -125,7 +167,8 @@ def main() -> None:
         "# archprof's fast paths against the plain forward",
         "",
         f"- Command: `python benchmarks/fast_paths_check.py{f' --sample {options.sample}' if options.sample else ''}"
-        f" --jobs {options.jobs}`; {len(models)} of {total} hub models; {wall:.0f} s",
+        + (f" --input {'x'.join(map(str, options.input))}" if options.input else "")
+        + f" --jobs {options.jobs}`; {len(models)} of {total} hub models; {wall:.0f} s",
         f"- torch {torch.__version__}",
         "",
         'Each model built on meta and analysed as archprof does, then built under torch\'s own `torch.device("meta")`'
@@ -133,26 +176,30 @@ def main() -> None:
         " every call through (no shortcut taken, no block copied: every forward runs) and with functional batch norms"
         " sent through the dispatcher (not handed to the recorder by archprof.kernels); graph and report compared.",
         "",
-        "| variant | same | different | failed |",
-        "|:--|--:|--:|--:|",
+        "| variant | same | different | failed | both raise |",
+        "|:--|--:|--:|--:|--:|",
     ]
     for name in VARIANTS:
         outcomes = [outcome.get(name, "") for _, outcome, _ in rows]
-        failed = sum(o.startswith("failed") for o in outcomes)
-        lines.append(f"| {name} | {outcomes.count('same')} | {outcomes.count('DIFFERENT')} | {failed} |")
+        failed, refused = (sum(o.startswith(word) for o in outcomes) for word in ("failed", "both raise"))
+        lines.append(f"| {name} | {outcomes.count('same')} | {outcomes.count('DIFFERENT')} | {failed} | {refused} |")
     with_copies = [copies for _, _, copies in rows if copies]
     lines += [
         "",
         f"Models with blocks copied (`archprof.tracing.replay`, batch 1): {len(with_copies)};"
         f" {sum(with_copies)} copies.",
     ]
-    wrong = [(spec, outcome) for spec, outcome, _ in rows if any(o != "same" for o in outcome.values())]
+    # Listed: every model a path of which differs or raises alone; those that raise alike only counted.
+    wrong = [
+        (spec, outcome)
+        for spec, outcome, _ in rows
+        if any(o != "same" and not o.startswith("both raise") for o in outcome.values())
+    ]
     if wrong:
         lines += ["", "| model | outcome |", "|:--|:--|"]
         lines += [f"| `{spec}` | {'; '.join(f'{k}: {v}' for k, v in outcome.items())} |" for spec, outcome in wrong]
     text = "\n".join(lines) + "\n"
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(text)
+    write_report(options.report, text)
     print(text)
 
 
