@@ -416,9 +416,9 @@ def markdown(
         "",
         "Reference: the same module on the meta device, parameters as the sum of `numel()`, MACs as"
         " FlopCounterMode's count / 2, the shapes of every tensor the forward returns, in order."
-        " Where that forward raises on meta, the model built on the CPU and run there for real, from the seed"
-        " archprof's own CPU fallback drew its weights and input from (the same forward, which a detector's"
-        " counts depend on)." + step,
+        " Where that forward raises on meta for want of data or a kernel, the model built on the CPU and run"
+        " there for real, from the seed archprof's own CPU fallback drew its weights and input from (the same"
+        " forward, which a detector's counts depend on)." + step,
         "",
         "| " + " | ".join(STATUSES) + " |",
         "|" + "---:|" * len(STATUSES),
