@@ -237,14 +237,15 @@ def _reference_anywhere(loaded, input_shapes, training: bool) -> dict:
 
 def _failure(loaded, step: dict, why: str) -> dict:
     """The status of a model archprof raised on (`why`): refused by the model where its own
-    forward, run by the reference at the same inputs, raises too; else failed."""
+    forward, run by the reference at the same inputs, raises too (its error said after
+    archprof's, for a reader to see that they are one); else failed."""
     samples = step.get("inputs") or [spec.shape for spec in loaded.default_inputs or ()]
     if not samples:
         return {"status": "failed", "why": why}
     try:
         _reference_anywhere(loaded, [(step["batch"], *sample) for sample in samples], step["training"])
-    except _NoReference:
-        return {"status": "refused by the model", "why": why}
+    except _NoReference as refusal:
+        return {"status": "refused by the model", "why": f"{why}; {refusal}"}
     return {"status": "failed", "why": why + " (the reference ran)"}
 
 
@@ -345,7 +346,7 @@ MEANINGS = {
     "refused by the model": "archprof raised, and so did the model's own forward at the same input, run by the"
     " reference (a vision transformer's position table made for one size, a window attention's window that must"
     " divide the map, a residual sum of two paths that round an odd size differently): the model does not take"
-    " this input, as PyTorch runs it.",
+    " this input, as PyTorch runs it. Each row says archprof's error, then the reference's.",
     "no reference": "archprof analysed the model (its figures are in the CSV), but the reference could not:"
     " FlopCounterMode's own forward raised, on the meta device and on the CPU. A limit of the reference, not of"
     " archprof.",
