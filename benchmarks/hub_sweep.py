@@ -8,10 +8,11 @@ checked against PyTorch's FlopCounterMode on meta tensors.
 Per model: archprof's build from its spec (`torchvision:NAME`, `timm:NAME`) and analysis,
 each timed; then, on the same module on the meta device at the same input, the reference
 figures: parameters as the sum of `numel()`, MACs as FlopCounterMode's count / 2, the
-shapes of every tensor the forward returns (where that forward raises on meta, the model
-built on the CPU and run there, its weights and inputs drawn from the seed archprof's CPU
-fallback drew them from: the same forward). A model is exact when all three equal archprof's (its
-parameter total, MACs, and the shapes of the graph's outputs), wrong when one differs,
+shapes of every tensor the forward returns (where that forward raises on meta for want of
+data or a kernel, the model built on the CPU and run there, its weights and inputs drawn
+from the seed archprof's CPU fallback drew them from: the same forward). A model is exact
+when all three equal archprof's (its parameter total, MACs, and the shapes of the graph's
+outputs), wrong when one differs,
 failed when archprof raised, unless the model's own forward, run by the reference at the
 same input, raises too: then the model refuses that input ("refused by the model": a vision
 transformer's position table made for one size). A model whose build fails on meta is left
@@ -348,8 +349,8 @@ MEANINGS = {
     " divide the map, a residual sum of two paths that round an odd size differently): the model does not take"
     " this input, as PyTorch runs it. Each row says archprof's error, then the reference's.",
     "no reference": "archprof analysed the model (its figures are in the CSV), but the reference could not:"
-    " FlopCounterMode's own forward raised, on the meta device and on the CPU. A limit of the reference, not of"
-    " archprof.",
+    " FlopCounterMode's own forward raised on the meta device (and, where that was for want of data or a kernel,"
+    " on the CPU too). A limit of the reference, not of archprof.",
     "does not build on meta": "The model's constructor fails on the meta device: neither archprof nor the"
     " reference can take it from its spec.",
 }
@@ -484,7 +485,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=default_jobs())
     parser.add_argument("--train", action="store_true", help="analyse one training step (batch 2) instead")
     parser.add_argument("--families", type=_families, default=("classification",), help=", ".join(FAMILIES))
-    parser.add_argument("--report", type=Path, default=None, help="default: reports/hub_sweep[_families][_training].md")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="default: reports/hub_sweep[_families][_CxHxW][_batchN][_training].md"
+    )
     parser.add_argument("--resume", action="store_true", help="keep the CSV's rows, sweep the rest")
     parser.add_argument(
         "--input", type=input_size, default=None, help="every input of every model at this shape, 3x199x167"
