@@ -15,3 +15,10 @@ def input_size(text: str) -> tuple[int, ...]:
         return parse_input_size(text)
     except ArchprofError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def batch_size(text: str) -> int:
+    """argparse's type for a batch: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is no batch: give a whole number of at least 1")
+    return int(text)

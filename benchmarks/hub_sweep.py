@@ -71,7 +71,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from arguments import input_size
+from arguments import batch_size, input_size
 from torchvision_ops import import_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def sweep_one(
         again = time.perf_counter()
         report = archprof.analyze(loaded, **step)
     except Exception as exc:
-        return {**row, **_failure(loaded, step, first_line(exc))}
+        return {**row, **failure_status(loaded, step, first_line(exc))}
     analysed = time.perf_counter()
     row.update(
         build_ms=f"{(built - start) * 1e3:.1f}",
@@ -236,9 +236,10 @@ def _reference_anywhere(loaded, input_shapes, training: bool) -> dict:
             raise _NoReference(why) from on_cpu
 
 
-def _failure(loaded, step: dict, why: str) -> dict:
-    """The status of a model archprof raised on (`why`): refused by the model where its own
-    forward, run by the reference at the same inputs, raises too (its error said after
+def failure_status(loaded, step: dict, why: str) -> dict:
+    """The status and why of a model archprof raised on (`why`) analysing it with `step`
+    (`analyze`'s training, batch and, where given, inputs): refused by the model where its
+    own forward, run by the reference at the same inputs, raises too (its error said after
     archprof's, for a reader to see that they are one); else failed."""
     samples = step.get("inputs") or [spec.shape for spec in loaded.default_inputs or ()]
     if not samples:
@@ -492,7 +493,7 @@ def main() -> None:
     parser.add_argument(
         "--input", type=input_size, default=None, help="every input of every model at this shape, 3x199x167"
     )
-    parser.add_argument("--batch", type=_batch, default=None, help=f"default 1; {TRAINING_BATCH} with --train")
+    parser.add_argument("--batch", type=batch_size, default=None, help=f"default 1; {TRAINING_BATCH} with --train")
     options = parser.parse_args()
     families = options.families
     stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
@@ -550,12 +551,6 @@ def main() -> None:
     )
     write_reports(report, text, FIELDS, rows)
     print(text)
-
-
-def _batch(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is no batch: give a whole number of at least 1")
-    return int(text)
 
 
 def _families(text: str) -> tuple[str, ...]:

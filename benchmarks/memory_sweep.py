@@ -2,9 +2,10 @@
 built-in models and a sample of torchvision and timm.
 
     python benchmarks/memory_sweep.py [--sample N] [--seed S] [--max-bytes N] [--jobs N] [--train [--optimizer O]]
-                                      [--dtype D] [--report PATH] [--models SPEC ...]
+                                      [--dtype D] [--report PATH] [--models SPEC ...] [--input CxHxW] [--batch N]
 
-Per model, at its default input and batch 1: archprof's predicted inference peak
+Per model, at its default input and batch 1 (`--input`, `--batch`: every model at that sample
+shape and batch; a model whose own forward raises there is "refused by the model"): archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
 same graph's peak with every activation freed at its last reader instead (the rule before
 the trace watched tensors die), for contrast; and the peak of the model's first real CPU
@@ -40,22 +41,26 @@ import sys
 import time
 from pathlib import Path
 
-from hub_sweep import _hubs, hub_models, write_reports
+from arguments import batch_size, input_size
+from hub_sweep import _hubs, failure_status, hub_models, write_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured", "measured_with_workspace")
 TRAINING_FIELDS = ("model", "status", "why", "params", "predicted", "measured")
 TRAINING_BATCH = 2  # a BatchNorm in training refuses one value per channel
 WITHIN = 0.01  # a prediction within 1% of the measurement counts as agreeing
+REFUSED = "refused by the model"  # `hub_sweep.failure_status`: the model's own forward raises at that input
 
 
-def measure_one(spec: str, max_bytes: int, dtype: str | None = None) -> dict:
-    """One model's row (FIELDS), in `dtype` (a name of archprof's DTYPES; None: the model's own);
-    every exception ends up in `why`, on one line."""
+def measure_one(
+    spec: str, max_bytes: int, dtype: str | None = None, size: tuple[int, ...] | None = None, batch: int | None = None
+) -> dict:
+    """One model's row (FIELDS), in `dtype` (a name of archprof's DTYPES; None: the model's own),
+    at one sample of `size` (None: its default input) and `batch` (None: 1); every exception
+    ends up in `why`, on one line."""
     import torch
 
-    from archprof.analysis import analysis, build_report, checked_batch_and_dtype
-    from archprof.load import load_model
+    from archprof.analysis import build_report
     from archprof.measure.device import random_inputs
     from archprof.measure.peak_memory import cpu_allocation_peaks, held_bytes
     from archprof.random_state import random_state_kept
@@ -65,8 +70,9 @@ def measure_one(spec: str, max_bytes: int, dtype: str | None = None) -> dict:
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
     try:
-        _, dtype = checked_batch_and_dtype(None, dtype)
-        analysed = analysis(load_model(spec), None, 1, dtype)
+        analysed, dtype = _analysed(row, dtype, size, batch or 1, training=False)
+        if analysed is None:
+            return row
         totals = analysed.report.totals
         last_reader = build_report(dataclasses.replace(analysed.graph, released={}), spec).totals
         row.update(params=totals.param_count, predicted=totals.peak_memory_bytes)
@@ -86,12 +92,18 @@ def measure_one(spec: str, max_bytes: int, dtype: str | None = None) -> dict:
     return row
 
 
-def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd", dtype: str | None = None) -> dict:
-    """One model's row (TRAINING_FIELDS) for one training step at batch 2, in `dtype`."""
+def measure_step_one(
+    spec: str,
+    max_bytes: int,
+    optimizer: str = "sgd",
+    dtype: str | None = None,
+    size: tuple[int, ...] | None = None,
+    batch: int | None = None,
+) -> dict:
+    """One model's row (TRAINING_FIELDS) for one training step at `batch` (None: 2), in `dtype`,
+    at one sample of `size` (None: its default input)."""
     import torch
 
-    from archprof.analysis import analysis, checked_batch_and_dtype
-    from archprof.load import load_model
     from archprof.measure.peak_memory import measure_memory
 
     _hubs()
@@ -99,8 +111,9 @@ def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd", dtype: s
     row = dict.fromkeys(TRAINING_FIELDS, "")
     row["model"] = spec
     try:
-        _, dtype = checked_batch_and_dtype(None, dtype)
-        analysed = analysis(load_model(spec), None, TRAINING_BATCH, dtype, training=True, optimizer=optimizer)
+        analysed, dtype = _analysed(row, dtype, size, batch or TRAINING_BATCH, training=True, optimizer=optimizer)
+        if analysed is None:
+            return row
         totals = analysed.report.totals
         row.update(params=totals.param_count, predicted=totals.training_peak_bytes)
         if totals.training_peak_bytes > max_bytes:
@@ -113,6 +126,24 @@ def measure_step_one(spec: str, max_bytes: int, optimizer: str = "sgd", dtype: s
     return row
 
 
+def _analysed(row: dict, dtype: str | None, size, batch: int, training: bool, optimizer: str = "sgd"):
+    """(archprof's `Analysis` of `row`'s model, the torch dtype), or (None, dtype) with the row's
+    status and why filled in where the analysis raises: refused by the model where the model's
+    own forward raises at that input too (`hub_sweep.failure_status`), else failed."""
+    from archprof.analysis import analysis, checked_batch_and_dtype
+    from archprof.errors import first_line
+    from archprof.load import load_model
+
+    _, dtype = checked_batch_and_dtype(None, dtype)
+    loaded = load_model(row["model"])
+    try:
+        return analysis(loaded, size, batch, dtype, training=training, optimizer=optimizer), dtype
+    except Exception as exc:
+        step = {"training": training, "batch": batch, **({"inputs": [size]} if size else {})}
+        row.update(failure_status(loaded, step, first_line(exc)))
+        return None, dtype
+
+
 def _ratio(row: dict, column: str) -> float:
     return row["measured"] / row[column]
 
@@ -122,7 +153,9 @@ def _bracketed(row: dict, column: str = "predicted") -> bool:
     return row["measured"] * (1 - WITHIN) <= row[column] <= row["measured_with_workspace"] * (1 + WITHIN)
 
 
-def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int, dtype: str = "float32") -> str:
+def markdown(
+    rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes: int, dtype: str = "float32", at: str = ""
+) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     agree = [row for row in measured if abs(_ratio(row, "predicted") - 1) <= WITHIN]
     agree_before = [row for row in measured if abs(_ratio(row, "last_reader") - 1) <= WITHIN]
@@ -131,7 +164,7 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, max_bytes
     before = [_ratio(row, "last_reader") for row in measured]
     lines = [
         *_header("inference peak against a real CPU forward", command, jobs, wall_s),
-        f"  default input, batch 1, {dtype}. Measured: the CPU allocator's events under torch.profiler",
+        f"  {at or 'default input, batch 1'}, {dtype}. Measured: the CPU allocator's events under torch.profiler",
         "  (what `archprof memory --measure` reads), workspace left out. Predicted: the report's",
         "  inference peak; last reader: the same graph with every activation freed at its last reader.",
         "",
@@ -165,12 +198,14 @@ def training_markdown(
     max_bytes: int,
     optimizer: str = "sgd",
     dtype: str = "float32",
+    at: str = "",
 ) -> str:
     measured = [row for row in rows if row["status"] == "measured"]
     ratios = [_ratio(row, "predicted") for row in measured]
     lines = [
         *_header("training step's peak against a real CPU step", command, jobs, wall_s),
-        f"  default input, batch {TRAINING_BATCH}, {dtype}, {optimizer}. Measured: `archprof memory --measure`'s",
+        f"  {at or f'default input, batch {TRAINING_BATCH}'}, {dtype}, {optimizer}. Measured: `archprof memory"
+        " --measure`'s",
         "  figure, the second real step's peak from the CPU allocator's events, workspace left out.",
         "",
         _measured_line(rows, max_bytes),
@@ -217,13 +252,18 @@ def _measured_line(rows: list[dict], max_bytes: int) -> str:
     return (
         f"Measured: {sum(row['status'] == 'measured' for row in rows)} of {len(rows)} models "
         f"({sum(row['status'] == 'not run' for row in rows)} with a predicted peak over {max_bytes:,} B not run, "
-        f"{sum(row['status'] == 'failed' for row in rows)} failed)."
+        f"{sum(row['status'] == 'failed' for row in rows)} failed, "
+        f"{sum(row['status'] == REFUSED for row in rows)} refused by the model: its own forward raises at that input)."
     )
 
 
 def _failed(rows: list[dict]) -> list[str]:
-    failed = [row for row in rows if row["status"] == "failed"]
-    return ["", "## Failed", "", *(f"- `{row['model']}`: {row['why']}" for row in failed)] if failed else []
+    lines = []
+    for status, title in (("failed", "Failed"), (REFUSED, "Refused by the model")):
+        listed = [row for row in rows if row["status"] == status]
+        if listed:
+            lines += ["", f"## {title}", "", *(f"- `{row['model']}`: {row['why']}" for row in listed)]
+    return lines
 
 
 def _furthest_and_failed(rows: list[dict]) -> list[str]:
@@ -261,7 +301,14 @@ def main() -> None:
     parser.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS), help="with --train")
     parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="the models and inputs cast to it")
     parser.add_argument(
-        "--report", type=Path, default=None, help="default: reports/memory_sweep[_training][_optimizer][_dtype].md"
+        "--input", type=input_size, default=None, help="one sample's shape, 3x199x167 (default: each model's own)"
+    )
+    parser.add_argument("--batch", type=batch_size, default=None, help=f"default 1; {TRAINING_BATCH} with --train")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="default: reports/memory_sweep[_training][_optimizer][_dtype][_CxHxW][_batchN].md",
     )
     options = parser.parse_args()
     name = "memory_sweep_training" if options.train else "memory_sweep"
@@ -271,6 +318,10 @@ def main() -> None:
         name += f"_{options.optimizer}"
     if options.dtype is not None:
         name += f"_{options.dtype}"
+    if options.input:
+        name += "_" + "x".join(map(str, options.input))
+    if options.batch:
+        name += f"_batch{options.batch}"
     report = options.report or ROOT / "reports" / f"{name}.md"
     chosen = options.models or [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
@@ -286,8 +337,14 @@ def main() -> None:
         one, write, fields = measure_one, markdown, FIELDS
     if options.dtype is not None:
         write = functools.partial(write, dtype=options.dtype)
+    if options.input or options.batch:
+        sample = f"input {'x'.join(map(str, options.input))}" if options.input else "default input"
+        batch = options.batch or (TRAINING_BATCH if options.train else 1)
+        write = functools.partial(write, at=f"{sample}, batch {batch}")
     rows = ordered_map(
-        functools.partial(one, max_bytes=options.max_bytes, dtype=options.dtype),
+        functools.partial(
+            one, max_bytes=options.max_bytes, dtype=options.dtype, size=options.input, batch=options.batch
+        ),
         chosen,
         jobs=options.jobs,
         progress=progress,
@@ -303,6 +360,10 @@ def main() -> None:
     command += f" --max-bytes {options.max_bytes}"
     if options.dtype is not None:
         command += f" --dtype {options.dtype}"
+    if options.input:
+        command += f" --input {'x'.join(map(str, options.input))}"
+    if options.batch:
+        command += f" --batch {options.batch}"
     text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)
     write_reports(report, text, fields, rows)
     print(text)
