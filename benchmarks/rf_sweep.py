@@ -2,7 +2,7 @@
 and a seeded sample of torchvision and timm.
 
     python benchmarks/rf_sweep.py [--sample N] [--seed S] [--rows N] [--max-macs N] [--jobs N] [--report PATH]
-                                  [--models SPEC ...]
+                                  [--models SPEC ...] [--input CxHxW]
 
 Per model: archprof's analysis at 3x64x64 (where the model refuses that size: built with
 `img_size=64`, where its constructor takes it; else 3x96x96; else its default input), then
@@ -43,14 +43,20 @@ A row with a field is:
   pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
-  pixels: the convention, not a claim that each unit reads the whole input. Beside a class
-  token (which reads no pixel) the unit taken is the first of the tokens, whose field archprof
-  gives;
+  pixels: the convention, not a claim that each unit reads the whole input; where the units
+  flattened do not reach all of the input (a patch grid on a size its patches do not divide:
+  SigLIP's 14-pixel patches on 384 pixels), the box they read together, which all the row's
+  units together reach exactly in the oracle. Beside a class token (which reads no pixel) the
+  unit taken is the first of the tokens, whose field archprof gives;
 - wrong: anything else: a bug, or an artefact of the oracle the report explains;
 - undefined: archprof marks it `FieldMark.UNDEFINED` (not checked, counted);
 - unchecked: its output is no module call's return value (a container's own operator between
   two children: a residual add) or its layout is windows or blocks: no unit 0 to take;
 - capped: past `--rows` (the rows checked are spread evenly over those that can be).
+
+`--input CxHxW` analyses every model at that sample shape instead (built with `img_size` of
+its sides where timm's constructor takes it and the model refuses the size otherwise); a
+model whose own forward raises there too is "refused by the model" (`hub_sweep.failure_status`).
 
 `--sample N` draws N hub models (half torchvision classifiers, half timm; seeded) besides
 every built-in model (`--models` names the models to check instead); models whose MACs at
@@ -74,7 +80,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hub_sweep import _hubs, hub_models, write_reports
+from arguments import input_size
+from hub_sweep import _hubs, failure_status, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
 from archprof.passes.receptive_field.dims import FLAT, Tokens, among_features, entry_withins
@@ -97,8 +104,10 @@ LADDER = (((3, 64, 64), {}), ((3, 64, 64), {"img_size": 64}), ((3, 96, 96), {}),
 NOTED = ("wrong", "padded", "flattened")  # the verdicts whose rows the report lists
 
 
-def sweep_one(spec: str, rows: int = 40, max_macs: int = 1_500_000_000) -> dict:
-    """One model's line (FIELDS) and, under "noted", its rows of the verdicts NOTED."""
+def sweep_one(spec: str, rows: int = 40, max_macs: int = 1_500_000_000, size: tuple[int, ...] | None = None) -> dict:
+    """One model's line (FIELDS) and, under "noted", its rows of the verdicts NOTED; at one
+    sample of `size` where given (built with that `img_size` where it refuses it otherwise),
+    else at the first size of LADDER the model takes."""
     from archprof.errors import first_line
 
     _hubs()
@@ -106,10 +115,14 @@ def sweep_one(spec: str, rows: int = 40, max_macs: int = 1_500_000_000) -> dict:
     line = dict.fromkeys(FIELDS, "")
     line.update(model=spec, noted=[])
     start = time.perf_counter()
+    ladder = LADDER if size is None else ((size, {}), (size, {"img_size": size[1:]}))
     try:
-        loaded, report, built_with = _analysed(spec)
-    except Exception as exc:  # one line per model, whatever it raises
-        return {**line, "status": "failed", "why": "archprof: " + first_line(exc)}
+        loaded, report, built_with = _analysed(spec, ladder)
+    except _Unanalysed as exc:  # one line per model, whatever it raises
+        if size is None or exc.loaded is None:
+            return {**line, "status": "failed", "why": "archprof: " + exc.why}
+        step = {"training": False, "batch": 1, "inputs": [size]}
+        return {**line, **failure_status(exc.loaded, step, "archprof: " + exc.why)}
     size = report.input_shapes[0][1:]
     line.update(input_size="x".join(map(str, size)), built_with=built_with)
     if report.totals.macs > max_macs:
@@ -129,22 +142,33 @@ def sweep_one(spec: str, rows: int = 40, max_macs: int = 1_500_000_000) -> dict:
     return line
 
 
-def _analysed(spec: str):
-    """The model loaded and analysed at the first size of LADDER it takes, and the
-    constructor's arguments it was built with ("" for none)."""
+class _Unanalysed(Exception):
+    """No size of the ladder analysed: `why` says the last one's error, `loaded` is the model
+    as built without arguments (None where it did not build)."""
+
+    def __init__(self, why: str, loaded) -> None:
+        super().__init__(why)
+        self.why, self.loaded = why, loaded
+
+
+def _analysed(spec: str, ladder):
+    """The model loaded and analysed at the first size of `ladder` it takes (None: its default
+    input), and the constructor's arguments it was built with ("" for none)."""
     import archprof
+    from archprof.errors import first_line
     from archprof.load import load_model
 
-    failures = []
-    for size, args in LADDER:
+    plain, why = None, ""
+    for size, args in ladder:
         if args and not spec.startswith("timm:"):
             continue
         try:
             loaded = load_model(spec, args=args)
+            plain = plain or (None if args else loaded)
             return loaded, archprof.analyze(loaded, input_size=size), " ".join(f"{k}={v}" for k, v in args.items())
         except Exception as exc:
-            failures.append(exc)
-    raise failures[-1]
+            why = first_line(exc)
+    raise _Unanalysed(why, plain)
 
 
 def _checks(loaded, report, cap: int) -> list[dict]:
@@ -366,6 +390,8 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
         verdict = "bound held" if inside else "wrong"
     elif oracle == clipped:
         verdict = "exact"
+    elif inside and any(isinstance(entry, FLAT) for entry in dims) and _gradient_box(real.sum(), x) == clipped:
+        verdict = "flattened"  # what the units flattened read together, where that is not the whole input
     else:
         verdict = "padded" if inside and _unit_box(state, spatial) == oracle else "wrong"
     return {"verdict": verdict, "archprof": _text(clipped), "oracle": _text(oracle)}
@@ -454,11 +480,18 @@ def markdown(lines: list[dict], command: str, jobs: int, wall_s: float) -> str:
         " reached pixel per axis) beside archprof's `receptive_field_start` and `receptive_field`, clipped to the"
         " input; each max pooling's gradient spread over its window (archprof's convention that a maximum reads"
         " its whole window). The verdicts are defined in the script's docstring: padded is wider by pixels no"
-        " path reaches (the column counts padding), flattened is the whole input by the flatten convention,"
-        " unchecked has no module output to hook, capped is past `--rows`.",
+        " path reaches (the column counts padding), flattened is the whole input by the flatten convention (or"
+        " what the units flattened read together, where that is not all of it), unchecked has no module output"
+        " to hook, capped is past `--rows`.",
         "",
         f"Models: {len(lines)} ({statuses['checked'] + statuses['wrong']} checked, {statuses['wrong']} with a wrong"
-        f" row, {statuses['not run']} not run, {statuses['failed']} failed).",
+        f" row, {statuses['not run']} not run, {statuses['failed']} failed"
+        + (
+            f", {statuses['refused by the model']} refused by the model: its own forward raises at that input"
+            if statuses["refused by the model"]
+            else ""
+        )
+        + ").",
         "",
         "| " + " | ".join(VERDICTS) + " |",
         "|" + "---:|" * len(VERDICTS),
@@ -469,7 +502,7 @@ def markdown(lines: list[dict], command: str, jobs: int, wall_s: float) -> str:
     text += _rows_section("Wrong rows", "wrong", noted)
     text += _by_model_section("padded", noted)
     text += _by_model_section("flattened", noted)
-    for status in ("failed", "not run"):
+    for status in ("failed", "not run", "refused by the model"):
         listed = [line for line in lines if line["status"] == status]
         if listed:
             text += [f"## Models {status}", "", *(f"- `{line['model']}`: {line['why']}" for line in listed), ""]
@@ -524,6 +557,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "rf_sweep.md")
     parser.add_argument("--models", nargs="+", metavar="SPEC", help="these models, not the built-in ones and a sample")
+    parser.add_argument(
+        "--input", type=input_size, default=None, help="one sample's shape for every model, 3x61x47 (default: LADDER)"
+    )
     options = parser.parse_args()
     chosen = options.models or chosen_models(options.sample, options.seed)
     start = time.perf_counter()
@@ -531,12 +567,14 @@ def main() -> None:
     def progress(phase: str, done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
-    sweep = functools.partial(sweep_one, rows=options.rows, max_macs=options.max_macs)
+    sweep = functools.partial(sweep_one, rows=options.rows, max_macs=options.max_macs, size=options.input)
     lines = ordered_map(sweep, chosen, jobs=options.jobs, progress=progress)
     print(file=sys.stderr)
     command = f"--sample {options.sample} --seed {options.seed} --rows {options.rows} --max-macs {options.max_macs}"
     if options.models:
         command = f"--rows {options.rows} --max-macs {options.max_macs} --models {' '.join(options.models)}"
+    if options.input:
+        command += f" --input {'x'.join(map(str, options.input))}"
     text = markdown(lines, command, options.jobs, time.perf_counter() - start)
     write_reports(options.report, text, FIELDS, [{k: line[k] for k in FIELDS} for line in lines])
     print(text)

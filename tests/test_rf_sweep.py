@@ -2,6 +2,7 @@
 agrees with the gradient oracle, and its oracle keeps archprof's max-pooling convention."""
 
 import importlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,27 @@ def test_a_softmax_row_whose_unit_sums_to_one_takes_one_element(rf_sweep):
         "archprof": "input",
         "oracle": "0..5 x 0..5",
     }
+
+
+def test_at_an_input_its_patches_do_not_divide_a_token_row_is_the_flatten_convention(rf_sweep):
+    """A vision transformer at 61x47: its 16-pixel patches cover 48x32, and a token row's field
+    is what the tokens read together, 48x32 (docs/formulas.md's flatten convention), where the
+    oracle's token 0 reads its own patch until attention mixes the tokens: flattened, not
+    wrong; after attention the two agree."""
+    import archprof
+    from archprof.load import load_model
+
+    loaded = load_model("timm:test_vit", args={"img_size": (61, 47), "dynamic_img_size": False})
+    checks = rf_sweep._checks(loaded, archprof.analyze(loaded, input_size=(3, 61, 47)), 0)
+    verdicts = Counter(check["verdict"] for check in checks)
+    assert verdicts["wrong"] == 0 and verdicts["exact"] > 0 and verdicts["flattened"] > 0, verdicts
+    flattened = [check for check in checks if check["verdict"] == "flattened"]
+    assert {(check["archprof"], check["oracle"]) for check in flattened} == {("0..47 x 0..31", "0..15 x 0..15")}
+
+
+def test_a_model_that_refuses_the_input_is_no_failure(rf_sweep):
+    """`--input`: LeNet-5's classifier is made for a 32x32 image's features; at 40x40 its own
+    forward raises too."""
+    line = rf_sweep.sweep_one("lenet5", rows=0, size=(1, 40, 40))
+    assert line["status"] == "refused by the model", line["why"]
+    assert "(1x784 and 400x120)" in line["why"]
