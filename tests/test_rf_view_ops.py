@@ -227,3 +227,65 @@ def test_paths_joined_along_one_dimension_that_read_alike_along_the_others_are_e
     state = fields[report.graph.outputs[0].id]
     for unit in ((0, 0), (4, 3), (4, 12), (7, 15)):
         assert unit_box(state, spatial, unit) == unit_gradient_box(model, (1, 8, 8), unit), unit
+
+
+class PooledChannelsLast(nn.Module):
+    """A channels-last map of 1x1 (a 3x3 convolution of stride 4 on 5x5) pooled to 1x1: ATen's
+    adaptive average pooling restrides its output to channels last (`as_strided_`), which had
+    no rule, so the pooling, the flatten and the linear layer after it were undefined
+    (ConvNeXt's head on a map that ends at 1x1)."""
+
+    def __init__(self, channels_last: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=4)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x):
+        return self.head(self.conv(x.contiguous(memory_format=self.layout)))
+
+
+def test_a_channels_last_map_pooled_to_1x1_keeps_the_field_of_its_unit():
+    report = archprof.analyze(PooledChannelsLast(channels_last=True), input_size=(3, 5, 5))
+    assert "aten.as_strided_" in {op.op for op in report.graph.ops}
+    contiguous = archprof.analyze(PooledChannelsLast(channels_last=False), input_size=(3, 5, 5))
+    assert "aten.as_strided_" not in {op.op for op in contiguous.graph.ops}
+    columns = ["layer", "receptive_field", "receptive_field_start", "receptive_field_note"]
+    layers = [
+        report.layers[columns].iloc[-4:].reset_index(drop=True),
+        contiguous.layers[columns].reset_index(drop=True),
+    ]
+    assert layers[0].equals(layers[1])  # the convolution's row and the head's three: the layout moves no unit
+    # The one unit reads pixels 0 to 2 along each side (3x3, stride 4), as the gradient says.
+    assert unit_gradient_box(
+        positive(nn.Sequential(*list(PooledChannelsLast(True).children())[:1])), (3, 5, 5), (0, 0)
+    ) == [(0, 2), (0, 2)]
+    assert list(report.layers["receptive_field"])[-4:] == [(3, 3)] * 4
+    assert list(report.layers["receptive_field_start"])[-4:] == [(0, 0)] * 4
+
+
+class Restrided(nn.Module):
+    """torch.as_strided over a 4x4 map: picking every other row and column; the same sizes,
+    rows and columns swapped (a transpose by strides); a column's view restrided to stride 1
+    (the first row's units). The units read depend on strides the graph does not keep."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.how = how
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.how == "apart":
+            return torch.as_strided(y, (1, 1, 2, 2), (16, 16, 8, 2))
+        if self.how == "swapped":
+            return torch.as_strided(y, (1, 1, 4, 4), (16, 16, 1, 4))
+        return torch.as_strided(y[:, :, :, :1].transpose(2, 3), (1, 1, 1, 4), (16, 16, 16, 1))
+
+
+@pytest.mark.parametrize("how", ["apart", "swapped", "of a view"])
+def test_strides_that_move_units_leave_the_field_undefined(how):
+    report = archprof.analyze(Restrided(how), input_size=(1, 4, 4))
+    last = report.rows()[-1]
+    assert last["receptive_field"] == "undefined"
+    assert "depend on strides the graph does not keep" in last["receptive_field_note"]

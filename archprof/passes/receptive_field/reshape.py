@@ -423,6 +423,28 @@ def _repeat(walk: Walk, op: OpNode) -> State:
     return walk.along(op, placed, axes, lambda i, parent: tiled(axes[i], parent), "repeat")
 
 
+@operator_rule("as_strided")
+def _as_strided(walk: Walk, op: OpNode) -> State:
+    """New strides over a tensor's storage. They leave each unit where it was, as its own
+    state says, where the sizes stay the input's and at most one dimension holds more than
+    one unit, at stride 1 from the storage's start, over a tensor an operator made (dense,
+    where that dimension's stride is 1 whatever its layout; not a view, whose strides may skip):
+    ATen's adaptive average pooling to 1x1 restrides its channels-last output so (ConvNeXt's
+    head after a last map of 1x1). Else which units it reads depends on strides the graph does
+    not keep: undefined."""
+    x, sizes, strides = op.args[0], tuple(op.args[1]), tuple(op.args[2])
+    longer = [k for k, n in enumerate(sizes) if n > 1]
+    if (
+        sizes == x.shape
+        and len(longer) <= 1
+        and all(strides[k] == 1 for k in longer)
+        and op.argument(3, "storage_offset") in (None, 0)
+        and not walk.made_by_a_view(x, op.index)
+    ):
+        return walk.state(x)
+    return walk.undefined(op, "the units it reads depend on strides the graph does not keep")
+
+
 # A reshape and a permute keep the parts they do not move (`Parts.holds` checks the place) and
 # the blocks a reshape split them into (`Block`), which only a reshape reads.
 KNOW_PARTS.update({_reshape, _permute})

@@ -93,6 +93,15 @@ class Walk(PathsSideBySide):
     def state(self, value) -> State:
         return self.fields.get(value.id) if isinstance(value, TensorMeta) else None
 
+    def made_by_a_view(self, tensor: TensorMeta, before: int) -> bool:
+        """Whether the last of the graph's ops before index `before` that gave `tensor` is a
+        view (its strides may skip units of its base); False for one no op gave (an input, a
+        parameter), dense. A scan back: asked of rare operators only (`as_strided`)."""
+        for op in reversed(self.graph.ops[:before]):
+            if any(output.id == tensor.id for output in op.outputs):
+                return op.is_view
+        return False
+
     def step(self, op: OpNode, rule: Rule | None) -> None:
         # Whether `op` reads a mask is asked only where the answer marks its outputs: no rule
         # changes `masked`, and most ops (a convolution, a pooling) do not carry a mask on.
