@@ -39,8 +39,9 @@ A row with a field is:
 - padded: archprof's field, clipped to the input, is wider than the oracle's box by pixels
   that no path reaches, the column counting padding positions past them: archprof's exact box
   of unit 0 (`unit_box`, real pixels only, as `archprof rf --unit` gives it) equals the
-  oracle's (a stride's remainder at the input's far end), or, for `FieldMark.INPUT`, unit 0 reaches every
-  pixel that all the row's units together reach;
+  oracle's (a stride's remainder at the input's far end), or, for `FieldMark.INPUT` and for a
+  row whose units read the whole of an input dimension (what they mixed along it spans it,
+  padding counted), unit 0 reaches every pixel that all the row's units together reach;
 - flattened: `FieldMark.INPUT` for a map flattened into one dimension (docs/formulas.md: after
   a flatten the field is the whole input), while the oracle's unit 0 reads only its own
   pixels: the convention, not a claim that each unit reads the whole input; where the units
@@ -392,8 +393,13 @@ def _verdict(state, row: dict, real, x, spatial: tuple[int, ...]) -> dict:
         verdict = "exact"
     elif inside and any(isinstance(entry, FLAT) for entry in dims) and _gradient_box(real.sum(), x) == clipped:
         verdict = "flattened"  # what the units flattened read together, where that is not the whole input
+    elif inside and _unit_box(state, spatial) == oracle:
+        verdict = "padded"
+    elif inside and " reads the whole of input dimension " in row["receptive_field_note"]:
+        # An axis whose mixed units' span, padding counted, covers it: the per-axis INPUT.
+        verdict = "padded" if oracle == _gradient_box(real.sum(), x) else "wrong"
     else:
-        verdict = "padded" if inside and _unit_box(state, spatial) == oracle else "wrong"
+        verdict = "wrong"
     return {"verdict": verdict, "archprof": _text(clipped), "oracle": _text(oracle)}
 
 

@@ -118,3 +118,13 @@ def test_a_model_that_refuses_the_input_is_no_failure(rf_sweep):
     line = rf_sweep.sweep_one("lenet5", rows=0, size=(1, 40, 40))
     assert line["status"] == "refused by the model", line["why"]
     assert "(1x784 and 400x120)" in line["why"]
+
+
+def test_rows_that_read_the_whole_of_an_input_dimension_are_padded_where_unit_0_reads_all_theirs(rf_sweep):
+    """PiT at 61x47: its last stage's tokens mix along the height what the stem's patches
+    (16 pixels, stride 8) read, rows 0 to 55, padding counted past pixel 60: "every unit reads
+    the whole of input dimension 1", a column that counts padding, as INPUT does; in the
+    oracle every unit reads what all read, rows 0 to 55. Not a wrong row."""
+    line = rf_sweep.sweep_one("timm:pit_ti_224", rows=0, size=(3, 61, 47))
+    assert line["status"] == "checked", line["noted"]
+    assert line["built_with"] == "img_size=(61, 47)" and line["padded"] > 0

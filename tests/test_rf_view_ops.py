@@ -289,3 +289,37 @@ def test_strides_that_move_units_leave_the_field_undefined(how):
     last = report.rows()[-1]
     assert last["receptive_field"] == "undefined"
     assert "depend on strides the graph does not keep" in last["receptive_field_note"]
+
+
+class KeptAndAddedBack(nn.Module):
+    """A 1x1 map (a convolution of stride 4 on 5x5) through a linear layer over its channels
+    (permuted to the end and back, its one unit kept along each axis), added to a 1x1 map:
+    itself (ConvNeXt's blocks where the last map is 1x1), or another convolution's (`other`:
+    5x5, so that the kept unit reads more than the map beside it)."""
+
+    def __init__(self, other: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+        self.other = nn.Conv2d(3, 4, 5, stride=5) if other else None
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        kept = self.other(x) if self.other is not None else y
+        return y + self.fc(kept.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("other", [False, True])
+def test_a_unit_kept_through_a_permute_and_added_to_a_map_reads_both(other):
+    """`archprof rf --unit` refused both ("runs along input dimension 1 twice"); the first,
+    whose kept unit is the map's own, also read "kept at one position or read twice" with no
+    effective stride, a plain 3x3 field of stride 4."""
+    model = KeptAndAddedBack(other)
+    report = archprof.analyze(model, input_size=(3, 5, 5))
+    fields, spatial = tensor_fields(report.graph)
+    expected = unit_gradient_box(positive(KeptAndAddedBack(other)), (3, 5, 5), (0, 0))
+    assert expected == ([(0, 4), (0, 4)] if other else [(0, 2), (0, 2)])
+    assert unit_box(fields[report.graph.outputs[0].id], spatial, (0, 0)) == expected
+    last = report.rows()[-1]
+    if not other:
+        assert (last["receptive_field"], last["effective_stride"], last["receptive_field_note"]) == ((3, 3), (4, 4), "")

@@ -509,16 +509,22 @@ def _unit_boxes(state: Field, unit: tuple[int, ...]) -> list[Interval | None]:
 def _own_box(field: Field, axis: int, index: int, count: int) -> tuple[Interval | None, bool]:
     """The pixels along `axis` (one of `count` spatial dimensions) that unit `index` of the
     output dimension running along it reads (the kept positions where none does), and
-    whether a dimension runs along it."""
+    whether a dimension runs along it. Positions kept along the same axis (`Field.loose`:
+    a 1x1 map's one unit through a permute, added back to the map it came from) are read by
+    every unit besides its own, whatever its index."""
     places = field.places(axis)
     if not any(own for _, own in places):  # kept at one position: unit 0
         return _kept_box(field, axis), False
-    if len(places) != 1:
+    kept = [axis_map for axis_map, own in places if not own and axis_map in field.loose]
+    if len(places) - len(kept) != 1:
         raise ArchprofError(f"this layer's output runs along input dimension {axis + 1} twice: no unit box")
-    axis_map: AxisMap = places[0][0]
+    axis_map: AxisMap = next(axis_map for axis_map, own in places if own)
     if not 0 <= index < axis_map.size:
         raise _outside(index, axis_map.size, axis, count)
-    return axis_map.field(index, exact=True), True
+    box = axis_map.field(index, exact=True)
+    for kept_map in kept:
+        box = hull(box, kept_map.field(0, exact=True))
+    return box, True
 
 
 def _outside(index: int, size: int, axis: int, count: int) -> ArchprofError:

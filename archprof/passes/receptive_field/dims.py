@@ -394,7 +394,9 @@ class Field:
             if isinstance(entry, (Within, Merged)):
                 held += [(index, w) for w in entry_withins(entry)]
         if self.loose:
-            others += [(m, False) for m in self.loose if m.axis == axis]
+            # A kept map that is also a dimension of its own is that dimension: its one unit,
+            # kept through a permute and added back to the map it came from (a 1x1 map's).
+            others += [(m, False) for m in self.loose if m.axis == axis and not (m.size == 1 and (m, True) in own)]
         places = own + others if others else own
         if held:
             withins = [w for index, w in held if not among_features(self.dims, index, w)]
