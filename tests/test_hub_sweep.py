@@ -194,3 +194,16 @@ def test_the_sweep_at_an_input_and_batch_says_them_and_refuses_bad_ones(tmp_path
         assert process.returncode == 2
         assert f"error: argument {option}:" in err.strip().splitlines()[-1]
     assert not (tmp_path / "never.md").exists()
+
+
+def test_the_scripts_that_import_an_earlier_commit_import_no_archprof_before_it():
+    """same_reports.py and bench_revisions.py import an earlier commit's archprof in their
+    workers (`worktree.import_archprof_from`), after their siblings: a sibling that imported
+    this checkout's first made every such worker exit (hub_sweep's argument types did)."""
+    check = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import same_reports, bench_revisions;"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'archprof'))"
+    )
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
