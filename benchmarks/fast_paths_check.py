@@ -39,6 +39,7 @@ from report_writing import ready_to_write, write_report
 from torch.overrides import TorchFunctionMode
 
 from archprof.errors import ArchprofError
+from archprof.units import shape_text
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "fast_paths_check.md"
@@ -167,7 +168,7 @@ def main() -> None:
         "# archprof's fast paths against the plain forward",
         "",
         f"- Command: `python benchmarks/fast_paths_check.py{f' --sample {options.sample}' if options.sample else ''}"
-        + (f" --input {'x'.join(map(str, options.input))}" if options.input else "")
+        + (f" --input {shape_text(options.input)}" if options.input else "")
         + f" --jobs {options.jobs}`; {len(models)} of {total} hub models; {wall:.0f} s",
         f"- torch {torch.__version__}",
         "",

@@ -12,11 +12,10 @@ shapes of every tensor the forward returns (where that forward raises on meta fo
 data or a kernel, the model built on the CPU and run there, its weights and inputs drawn
 from the seed archprof's CPU fallback drew them from: the same forward). A model is exact
 when all three equal archprof's (its parameter total, MACs, and the shapes of the graph's
-outputs), wrong when one differs,
-failed when archprof raised, unless the model's own forward, run by the reference at the
-same input, raises too: then the model refuses that input ("refused by the model": a vision
-transformer's position table made for one size). A model whose build fails on meta is left
-out ("does not build on meta"), and counted.
+outputs), wrong when one differs, failed when archprof raised, unless the model's own
+forward, run by the reference at the same input, raises too: then the model refuses that
+input ("refused by the model": a vision transformer's position table made for one size). A
+model whose build fails on meta is left out ("does not build on meta"), and counted.
 
 `--input CxHxW` and `--batch N` analyse every model at that input (each of its inputs, for a
 model of several) and batch instead of its default and 1: the formulas checked at sizes the
@@ -134,6 +133,8 @@ def _hubs():
 
 # A training step's batch: a BatchNorm in training refuses one value per channel.
 TRAINING_BATCH = 2
+# The status of a model archprof raised on whose own forward raises at that input too (`failure_status`).
+REFUSED = "refused by the model"
 
 
 def sweep_one(
@@ -247,7 +248,7 @@ def failure_status(loaded, step: dict, why: str) -> dict:
     try:
         _reference_anywhere(loaded, [(step["batch"], *sample) for sample in samples], step["training"])
     except _NoReference as refusal:
-        return {"status": "refused by the model", "why": f"{why}; {refusal}"}
+        return {"status": REFUSED, "why": f"{why}; {refusal}"}
     return {"status": "failed", "why": why + " (the reference ran)"}
 
 
@@ -345,7 +346,7 @@ def _convolution_gradients_flops(
 MEANINGS = {
     "wrong": "archprof's parameters, MACs, training FLOPs or output shape differ from the reference's: a bug.",
     "failed": "archprof raised: a bug, or a limit its message names.",
-    "refused by the model": "archprof raised, and so did the model's own forward at the same input, run by the"
+    REFUSED: "archprof raised, and so did the model's own forward at the same input, run by the"
     " reference (a vision transformer's position table made for one size, a window attention's window that must"
     " divide the map, a residual sum of two paths that round an odd size differently): the model does not take"
     " this input, as PyTorch runs it. Each row says archprof's error, then the reference's.",
@@ -357,7 +358,7 @@ MEANINGS = {
 }
 
 
-STATUSES = ("exact", "wrong", "failed", "refused by the model", "no reference", "does not build on meta")
+STATUSES = ("exact", "wrong", "failed", REFUSED, "no reference", "does not build on meta")
 
 
 def _us_per_operator(row: dict) -> float:
@@ -378,6 +379,8 @@ def markdown(
     size: tuple[int, ...] | None = None,
     batch: int | None = None,
 ) -> str:
+    from archprof.units import shape_text
+
     statuses = Counter(row["status"] for row in rows)
     scope = (
         f"a **sample** of {len(rows)} of the {total} models (drawn at random, seeded), not the whole hub"
@@ -403,14 +406,14 @@ def markdown(
     lines = [
         f"# Hub sweep: {hubs} against FlopCounterMode"
         + (", one training step" if training else "")
-        + (f", every input {'x'.join(map(str, size))}" if size else "")
+        + (f", every input {shape_text(size)}" if size else "")
         + (f", batch {batch}" if batch else ""),
         "",
         f"{dt.date.today()}, {scope}; `python benchmarks/hub_sweep.py"
         + (f" --sample {sample} --seed {seed}" if sample else "")
         + (" --train" if training else "")
         + ("" if classification else f" --families {','.join(families)}")
-        + (f" --input {'x'.join(map(str, size))}" if size else "")
+        + (f" --input {shape_text(size)}" if size else "")
         + (f" --batch {batch}" if batch else "")
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
         + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
@@ -479,6 +482,7 @@ def markdown(
 
 def main() -> None:
     from archprof.parallel import default_jobs, ordered_map
+    from archprof.units import shape_text
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=None, help="analyse N models drawn at random")
@@ -498,7 +502,7 @@ def main() -> None:
     families = options.families
     stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
     if options.input:
-        stem += "_" + "x".join(map(str, options.input))
+        stem += "_" + shape_text(options.input)
     if options.batch:
         stem += f"_batch{options.batch}"
     report = options.report or ROOT / "reports" / (stem + ("_training.md" if options.train else ".md"))

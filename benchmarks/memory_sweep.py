@@ -5,7 +5,8 @@ built-in models and a sample of torchvision and timm.
                                       [--dtype D] [--report PATH] [--models SPEC ...] [--input CxHxW] [--batch N]
 
 Per model, at its default input and batch 1 (`--input`, `--batch`: every model at that sample
-shape and batch; a model whose own forward raises there is "refused by the model"): archprof's predicted inference peak
+shape and batch; a model whose own forward raises there is "refused by the model"):
+archprof's predicted inference peak
 (`totals.peak_memory_bytes`: each activation held until the forward lets go of it); the
 same graph's peak with every activation freed at its last reader instead (the rule before
 the trace watched tensors die), for contrast; and the peak of the model's first real CPU
@@ -42,14 +43,13 @@ import time
 from pathlib import Path
 
 from arguments import batch_size, input_size
-from hub_sweep import _hubs, failure_status, hub_models, write_reports
+from hub_sweep import REFUSED, _hubs, failure_status, hub_models, write_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured", "measured_with_workspace")
 TRAINING_FIELDS = ("model", "status", "why", "params", "predicted", "measured")
 TRAINING_BATCH = 2  # a BatchNorm in training refuses one value per channel
 WITHIN = 0.01  # a prediction within 1% of the measurement counts as agreeing
-REFUSED = "refused by the model"  # `hub_sweep.failure_status`: the model's own forward raises at that input
 
 
 def measure_one(
@@ -287,6 +287,7 @@ def main() -> None:
     from archprof.load.common import DTYPES
     from archprof.optimizers import OPTIMIZERS
     from archprof.parallel import ordered_map
+    from archprof.units import shape_text
     from archprof.zoo import MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -319,7 +320,7 @@ def main() -> None:
     if options.dtype is not None:
         name += f"_{options.dtype}"
     if options.input:
-        name += "_" + "x".join(map(str, options.input))
+        name += "_" + shape_text(options.input)
     if options.batch:
         name += f"_batch{options.batch}"
     report = options.report or ROOT / "reports" / f"{name}.md"
@@ -338,7 +339,7 @@ def main() -> None:
     if options.dtype is not None:
         write = functools.partial(write, dtype=options.dtype)
     if options.input or options.batch:
-        sample = f"input {'x'.join(map(str, options.input))}" if options.input else "default input"
+        sample = f"input {shape_text(options.input)}" if options.input else "default input"
         batch = options.batch or (TRAINING_BATCH if options.train else 1)
         write = functools.partial(write, at=f"{sample}, batch {batch}")
     rows = ordered_map(
@@ -361,7 +362,7 @@ def main() -> None:
     if options.dtype is not None:
         command += f" --dtype {options.dtype}"
     if options.input:
-        command += f" --input {'x'.join(map(str, options.input))}"
+        command += f" --input {shape_text(options.input)}"
     if options.batch:
         command += f" --batch {options.batch}"
     text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)

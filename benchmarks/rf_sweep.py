@@ -82,11 +82,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from arguments import input_size
-from hub_sweep import _hubs, failure_status, hub_models, write_reports
+from hub_sweep import REFUSED, _hubs, failure_status, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
 from archprof.passes.receptive_field.dims import FLAT, Tokens, among_features, entry_withins
 from archprof.passes.receptive_field.maps import AxisMap
+from archprof.units import shape_text
 
 ROOT = Path(__file__).resolve().parent.parent
 VERDICTS = ("exact", "input", "bound held", "padded", "flattened", "wrong", "undefined", "unchecked", "capped")
@@ -493,8 +494,8 @@ def markdown(lines: list[dict], command: str, jobs: int, wall_s: float) -> str:
         f"Models: {len(lines)} ({statuses['checked'] + statuses['wrong']} checked, {statuses['wrong']} with a wrong"
         f" row, {statuses['not run']} not run, {statuses['failed']} failed"
         + (
-            f", {statuses['refused by the model']} refused by the model: its own forward raises at that input"
-            if statuses["refused by the model"]
+            f", {statuses[REFUSED]} refused by the model: its own forward raises at that input"
+            if statuses[REFUSED]
             else ""
         )
         + ").",
@@ -508,7 +509,7 @@ def markdown(lines: list[dict], command: str, jobs: int, wall_s: float) -> str:
     text += _rows_section("Wrong rows", "wrong", noted)
     text += _by_model_section("padded", noted)
     text += _by_model_section("flattened", noted)
-    for status in ("failed", "not run", "refused by the model"):
+    for status in ("failed", "not run", REFUSED):
         listed = [line for line in lines if line["status"] == status]
         if listed:
             text += [f"## Models {status}", "", *(f"- `{line['model']}`: {line['why']}" for line in listed), ""]
@@ -580,7 +581,7 @@ def main() -> None:
     if options.models:
         command = f"--rows {options.rows} --max-macs {options.max_macs} --models {' '.join(options.models)}"
     if options.input:
-        command += f" --input {'x'.join(map(str, options.input))}"
+        command += f" --input {shape_text(options.input)}"
     text = markdown(lines, command, options.jobs, time.perf_counter() - start)
     write_reports(options.report, text, FIELDS, [{k: line[k] for k in FIELDS} for line in lines])
     print(text)
