@@ -70,7 +70,7 @@ def measure_one(
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
     try:
-        analysed, dtype = _analysed(row, dtype, size, batch or 1, training=False)
+        analysed, dtype = analysed_or_refused(row, dtype, size, batch or 1, training=False)
         if analysed is None:
             return row
         totals = analysed.report.totals
@@ -111,7 +111,9 @@ def measure_step_one(
     row = dict.fromkeys(TRAINING_FIELDS, "")
     row["model"] = spec
     try:
-        analysed, dtype = _analysed(row, dtype, size, batch or TRAINING_BATCH, training=True, optimizer=optimizer)
+        analysed, dtype = analysed_or_refused(
+            row, dtype, size, batch or TRAINING_BATCH, training=True, optimizer=optimizer
+        )
         if analysed is None:
             return row
         totals = analysed.report.totals
@@ -126,7 +128,7 @@ def measure_step_one(
     return row
 
 
-def _analysed(row: dict, dtype: str | None, size, batch: int, training: bool, optimizer: str = "sgd"):
+def analysed_or_refused(row: dict, dtype: str | None, size, batch: int, training: bool, optimizer: str = "sgd"):
     """(archprof's `Analysis` of `row`'s model, the torch dtype), or (None, dtype) with the row's
     status and why filled in where the analysis raises: refused by the model where the model's
     own forward raises at that input too (`hub_sweep.failure_status`), else failed."""
