@@ -61,14 +61,15 @@ def test_a_model_that_refuses_the_input_is_no_failure(sweep):
 @pytest.mark.parametrize(
     ("measured", "expected"),
     [
-        ([1.0, 2.0, 3.0, 4.0], 1.0),
-        ([4.0, 3.0, 2.0, 1.0], -1.0),
-        ([1.0, 3.0, 2.0, 4.0], 0.8),  # 1 - 6 * (0 + 1 + 1 + 0) / (4 * (16 - 1))
+        ([1.0, 2.0, 30.0, 400.0], 1.0),
+        ([400.0, 30.0, 2.0, 1.0], -1.0),
+        ([1.0, 30.0, 2.0, 400.0], 0.8),  # 1 - 6 * (0 + 1 + 1 + 0) / (4 * (16 - 1))
         ([5.0, 5.0, 5.0, 5.0], ""),  # no order to correlate with
     ],
 )
 def test_the_rank_correlation_is_spearmans(sweep, measured, expected):
-    times = pd.DataFrame({"roofline_time_ms": [0.1, 0.2, 0.3, 0.4], "time_ms": measured})
+    """Of ranks, not values: the times here lie far from any straight line."""
+    times = pd.DataFrame({"roofline_time_ms": [0.1, 0.2, 0.3, 9.0], "time_ms": measured})
     assert sweep._rank_correlation(times) == expected
 
 
