@@ -2,14 +2,15 @@
 models and torchvision's and timm's.
 
     python benchmarks/profile_sweep.py [--sample N] [--seed S] [--models SPEC ...] [--device D] [--dtype D]
-                                       [--input CxHxW] [--batch N] [--max-macs N] [--max-bytes N] [--repeat N]
-                                       [--jobs N] [--report PATH]
+                                       [--input CxHxW] [--batch N] [--max-macs N] [--max-bytes N] [--warmup N]
+                                       [--repeat N] [--jobs N] [--report PATH]
 
 Per model, at its default input and batch 1 (`--input`, `--batch`: every model at that sample
 shape and batch; a model whose own forward raises there is "refused by the model"): the
 analysis, then `archprof.profile`'s real run of it on `--device` (default cpu; `cuda` on a
-machine with a GPU, with `--jobs 1`), random weights, no warm-up pass, `--repeat` timed passes
-(default 1). Its three checks, each "ok", "mismatch" or "skipped", as `profile` prints them:
+machine with a GPU, with `--jobs 1`), random weights, `--warmup` untimed passes (default 1: a
+first pass pays for what a CPU or GPU sets up once) and `--repeat` timed passes (default 1).
+Its three checks, each "ok", "mismatch" or "skipped", as `profile` prints them:
 
 - output shapes: every leaf module call's output, and the model's, against the analysis;
 - FLOPs: the total and each leaf's, against FlopCounterMode on the real run;
@@ -71,6 +72,7 @@ def profile_one(
     device: str,
     max_macs: int,
     max_bytes: int,
+    warmup: int,
     repeat: int,
     dtype: str | None = None,
     size: tuple[int, ...] | None = None,
@@ -95,7 +97,7 @@ def profile_one(
         if totals.macs > max_macs or totals.peak_memory_bytes > max_bytes:
             row.update(status=NOT_RUN, why=f"over {max_macs:,} MACs or {max_bytes:,} B predicted")
             return row
-        report = profile_analysis(analysed, dtype=dtype, device=device, warmup=0, repeat=repeat)
+        report = profile_analysis(analysed, dtype=dtype, device=device, warmup=warmup, repeat=repeat)
     except Exception as exc:  # a model that fails is a row, not the end of the sweep
         row.update(status=FAILED, why=" ".join(str(exc).split())[:300])
         return row
@@ -127,6 +129,7 @@ def _rank_correlation(times) -> float | str:
 
 
 def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, device: str, at: str) -> str:
+    """The report: `at` says the input, batch, dtype and passes the models ran at."""
     checked = [row for row in rows if row["status"] == CHECKED]
     counts = {status: sum(row["status"] == status for row in rows) for status in (CHECKED, NOT_RUN, FAILED, REFUSED)}
     lines = [
@@ -134,7 +137,7 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, device: s
         "",
         f"- Date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
         f"- Command: `python benchmarks/profile_sweep.py {command}` ({jobs} worker(s), {wall_s:.0f} s)",
-        f"- Device: {device}; {at}; random weights, no warm-up pass.",
+        f"- Device: {device}; {at}; random weights.",
         f"- {machine_text()}",
         "",
         f"Checked: {counts[CHECKED]} of {len(rows)} models ({counts[NOT_RUN]} over the limits and not run, "
@@ -210,6 +213,7 @@ def main() -> None:
     parser.add_argument("--batch", type=batch_size, default=None, help="default 1")
     parser.add_argument("--max-macs", type=int, default=10_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes of each model first")
     parser.add_argument("--repeat", type=int, default=1, help="timed passes of each model")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument(
@@ -248,6 +252,7 @@ def main() -> None:
             device=options.device,
             max_macs=options.max_macs,
             max_bytes=options.max_bytes,
+            warmup=options.warmup,
             repeat=options.repeat,
             dtype=options.dtype,
             size=options.input,
@@ -267,12 +272,14 @@ def main() -> None:
             f"--dtype {options.dtype}" if options.dtype else "",
             f"--input {shape_text(options.input)}" if options.input else "",
             f"--batch {options.batch}" if options.batch else "",
-            f"--max-macs {options.max_macs} --max-bytes {options.max_bytes} --repeat {options.repeat}",
+            f"--max-macs {options.max_macs} --max-bytes {options.max_bytes}",
+            f"--warmup {options.warmup} --repeat {options.repeat}",
         )
         if part
     )
-    at = f"{f'input {shape_text(options.input)}' if options.input else 'default input'}, batch {options.batch or 1}, "
-    at += options.dtype or "the model's own dtype"
+    sample = f"input {shape_text(options.input)}" if options.input else "default input"
+    dtype = options.dtype or "the model's own dtype"
+    at = f"{sample}, batch {options.batch or 1}, {dtype}, {options.warmup} untimed and {options.repeat} timed pass(es)"
     text = markdown(rows, command, options.jobs, time.perf_counter() - start, options.device, at)
     write_reports(report, text, FIELDS, rows)
     print(text)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-LIMITS = {"device": "cpu", "max_macs": 10**12, "max_bytes": 2**31, "repeat": 1}
+LIMITS = {"device": "cpu", "max_macs": 10**12, "max_bytes": 2**31, "warmup": 0, "repeat": 1}
 
 
 @pytest.fixture
