@@ -62,6 +62,12 @@ FIELDS = (
     "rows_timed",
     "rank_correlation",
 )
+# The timing figures are side ones here: a model's few passes, beside other workers.
+TIMES_NOTE = (
+    "The times are of the few passes each model ran, {jobs} worker(s) sharing the machine: a model's"
+    " ratio can be far off its own (`archprof profile MODEL --warmup 2 --repeat 5` on a quiet"
+    " machine says it); the medians hold."
+)
 CHECKED = "checked"
 NOT_RUN = "not run"
 FAILED = "failed"
@@ -152,7 +158,7 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, device: s
         ],
         "lrrr",
     )
-    lines += ["", *_figures(checked)]
+    lines += ["", *_figures(checked), "", TIMES_NOTE.format(jobs=jobs)]
     mismatched = [row for row in checked if row["mismatches"]]
     if mismatched:
         lines += ["", "## Mismatches", "", *(f"- `{row['model']}`: {row['mismatches']}" for row in mismatched)]
