@@ -317,6 +317,9 @@ QUOTED = [
         "memory_sweep_training_adam.md",
         r"\*\*(\d+) of",
     ),
+    (README, r"passed on all\s+(\d+) models run", "profile_sweep.md", r"\| output shapes \| (\d+) \| 0 \| 0 \|"),
+    (README, r"every check passes on all (\d+)", "profile_sweep.md", r"\| FLOPs \| (\d+) \| 0 \| 0 \|"),
+    (README, r"passed on all\s+\d+ models run \((\d+) over", "profile_sweep.md", r"(\d+) over the limits"),
 ]
 
 
