@@ -70,7 +70,7 @@ def measure_one(
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
     try:
-        analysed, dtype = analysed_or_refused(row, dtype, size, batch or 1, training=False)
+        analysed, dtype = analysed_or_refused(row, dtype, [size] if size else None, batch or 1, training=False)
         if analysed is None:
             return row
         totals = analysed.report.totals
@@ -128,10 +128,13 @@ def measure_step_one(
     return row
 
 
-def analysed_or_refused(row: dict, dtype: str | None, size, batch: int, training: bool, optimizer: str = "sgd"):
-    """(archprof's `Analysis` of `row`'s model, the torch dtype), or (None, dtype) with the row's
-    status and why filled in where the analysis raises: refused by the model where the model's
-    own forward raises at that input too (`hub_sweep.failure_status`), else failed."""
+def analysed_or_refused(
+    row: dict, dtype: str | None, inputs: list | None, batch: int, training: bool, optimizer: str = "sgd"
+):
+    """(archprof's `Analysis` of `row`'s model at the sample shapes `inputs` (None: its default
+    input), the torch dtype), or (None, dtype) with the row's status and why filled in where
+    the analysis raises: refused by the model where the model's own forward raises at those
+    inputs too (`hub_sweep.failure_status`), else failed."""
     from archprof.analysis import analysis, checked_batch_and_dtype
     from archprof.errors import first_line
     from archprof.load import load_model
@@ -139,9 +142,9 @@ def analysed_or_refused(row: dict, dtype: str | None, size, batch: int, training
     _, dtype = checked_batch_and_dtype(None, dtype)
     loaded = load_model(row["model"])
     try:
-        return analysis(loaded, size, batch, dtype, training=training, optimizer=optimizer), dtype
+        return analysis(loaded, None, batch, dtype, training=training, optimizer=optimizer, inputs=inputs), dtype
     except Exception as exc:
-        step = {"training": training, "batch": batch, **({"inputs": [size]} if size else {})}
+        step = {"training": training, "batch": batch, **({"inputs": inputs} if inputs else {})}
         row.update(failure_status(loaded, step, first_line(exc)))
         return None, dtype
 

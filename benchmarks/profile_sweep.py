@@ -3,7 +3,7 @@ models and torchvision's and timm's.
 
     python benchmarks/profile_sweep.py [--sample N] [--seed S] [--models SPEC ...] [--device D] [--dtype D]
                                        [--input CxHxW] [--batch N] [--max-macs N] [--max-bytes N] [--warmup N]
-                                       [--repeat N] [--jobs N] [--report PATH]
+                                       [--repeat N] [--families F,...] [--jobs N] [--report PATH]
 
 Per model, at its default input and batch 1 (`--input`, `--batch`: every model at that sample
 shape and batch; a model whose own forward raises there is "refused by the model"): the
@@ -22,8 +22,10 @@ the byte), the forward with every leaf timed over the plain one (how much the pe
 hooks perturb the run), and the rank correlation of the rows' roofline times with their
 measured times. Models the analysis predicts over `--max-macs` (default 1e10) or `--max-bytes`
 (default 2 GB) are analysed but not run. Every torchvision classifier and timm model, with
-the built-ins first, or `--sample N` of the hub drawn with `--seed`. Writes
-reports/profile_sweep[_device][_dtype][_CxHxW][_batchN].md and a CSV of its rows beside it.
+the built-ins first, or `--sample N` of the hub drawn with `--seed`; `--families` takes
+torchvision's other families instead, as `hub_sweep.py` does (a detector at one 3x320x320
+image). Writes reports/profile_sweep[_families][_device][_dtype][_CxHxW][_batchN].md and a
+CSV of its rows beside it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 
 from arguments import batch_size, input_size
-from hub_sweep import REFUSED, _hubs, hub_models, write_reports
+from hub_sweep import REFUSED, _families, _hubs, family_inputs, hub_models, write_reports
 from memory_sweep import analysed_or_refused
 from report_writing import markdown_table, ready_to_write
 from worktree import machine_text
@@ -81,11 +83,12 @@ def profile_one(
     warmup: int,
     repeat: int,
     dtype: str | None = None,
-    size: tuple[int, ...] | None = None,
+    inputs: dict[str, list] | None = None,
     batch: int | None = None,
 ) -> dict:
-    """One model's row (FIELDS): analysed, then profiled on `device` unless over the limits;
-    every exception ends up in `why`, on one line."""
+    """One model's row (FIELDS), at the sample shapes `inputs[spec]` where given (its default
+    input otherwise): analysed, then profiled on `device` unless over the limits; every
+    exception ends up in `why`, on one line."""
     import torch
 
     from archprof.measure.profile import profile_analysis
@@ -95,7 +98,7 @@ def profile_one(
     row = dict.fromkeys(FIELDS, "")
     row["model"] = spec
     try:
-        analysed, dtype = analysed_or_refused(row, dtype, size, batch or 1, training=False)
+        analysed, dtype = analysed_or_refused(row, dtype, (inputs or {}).get(spec), batch or 1, training=False)
         if analysed is None:
             return row
         totals = analysed.report.totals
@@ -211,6 +214,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=None, help="hub models drawn at random (default: every one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=None, help="these model specs instead")
+    parser.add_argument(
+        "--families", type=_families, default=("classification",), help="torchvision's, as hub_sweep.py takes them"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="the models and inputs cast to it")
     parser.add_argument(
@@ -223,11 +229,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="timed passes of each model")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument(
-        "--report", type=Path, default=None, help="default: reports/profile_sweep[_device][_dtype][_CxHxW][_batchN].md"
+        "--report",
+        type=Path,
+        default=None,
+        help="default: reports/profile_sweep[_families][_device][_dtype][_CxHxW][_batchN].md",
     )
     options = parser.parse_args()
     name = "profile_sweep"
     for part, given in (
+        ("families", options.families != ("classification",)),
         (options.device, options.device != "cpu"),
         (options.dtype, options.dtype is not None),
         (options.input and shape_text(options.input), options.input),
@@ -240,13 +250,16 @@ def main() -> None:
     if options.models:
         chosen, drawn = options.models, f"--models {' '.join(options.models)}"
     else:
-        hub = hub_models()
+        hub = hub_models(options.families)
         if options.sample is not None:
             hub = sorted(random.Random(options.seed).sample(hub, options.sample))
-        chosen, drawn = (
-            [*MODELS, *hub],
-            (f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else ""),
-        )
+        chosen = [*MODELS, *hub] if "classification" in options.families else hub
+        drawn = f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else ""
+        if options.families != ("classification",):
+            drawn += f" --families {','.join(options.families)}"
+    inputs = family_inputs(options.families)
+    if options.input:  # each model's inputs, as many as it takes, all at that shape
+        inputs = {spec: [options.input] * len(inputs.get(spec, [None])) for spec in chosen}
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -261,7 +274,7 @@ def main() -> None:
             warmup=options.warmup,
             repeat=options.repeat,
             dtype=options.dtype,
-            size=options.input,
+            inputs=inputs,
             batch=options.batch,
         ),
         chosen,

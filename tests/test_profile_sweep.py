@@ -38,12 +38,22 @@ def test_at_another_input_batch_and_dtype_the_run_is_of_that_input(sweep):
     """resnet18 at odd sides, batch 3, in bfloat16: the peak the CPU reaches is the one
     predicted there, nearly half float32's (two bytes an element, not four; its max pool's
     indices are int64 in both)."""
-    half = sweep.profile_one("resnet18", **LIMITS, dtype="bfloat16", size=(3, 61, 47), batch=3)
-    full = sweep.profile_one("resnet18", **LIMITS, size=(3, 61, 47), batch=3)
+    odd = {"resnet18": [(3, 61, 47)]}
+    half = sweep.profile_one("resnet18", **LIMITS, dtype="bfloat16", inputs=odd, batch=3)
+    full = sweep.profile_one("resnet18", **LIMITS, inputs=odd, batch=3)
     for row in (half, full):
         assert (row["status"], row["mismatches"]) == ("checked", "")
         assert row["measured_peak"] == row["predicted_peak"] > 0
     assert half["measured_peak"] < full["measured_peak"] < 2 * half["measured_peak"] + 1024
+
+
+def test_a_model_of_two_inputs_runs_at_both(sweep):
+    """torchvision's RAFT (`--families optical_flow`) takes two frames: at 128x128 each, its
+    real run's peak is the one predicted there."""
+    frames = {"torchvision:raft_small": [(3, 128, 128), (3, 128, 128)]}
+    row = sweep.profile_one("torchvision:raft_small", **LIMITS, inputs=frames)
+    assert (row["status"], row["mismatches"]) == ("checked", "")
+    assert row["measured_peak"] == row["predicted_peak"] > 0
 
 
 def test_a_model_over_the_limits_is_analysed_not_run(sweep):
@@ -54,7 +64,7 @@ def test_a_model_over_the_limits_is_analysed_not_run(sweep):
 
 def test_a_model_that_refuses_the_input_is_no_failure(sweep):
     """LeNet-5's classifier takes a 32x32 image's features: at 40x40 its own forward raises too."""
-    row = sweep.profile_one("lenet5", **LIMITS, size=(1, 40, 40))
+    row = sweep.profile_one("lenet5", **LIMITS, inputs={"lenet5": [(1, 40, 40)]})
     assert row["status"] == "refused by the model" and "400x120" in row["why"]
 
 
