@@ -254,9 +254,14 @@ def main() -> None:
         if options.sample is not None:
             hub = sorted(random.Random(options.seed).sample(hub, options.sample))
         chosen = [*MODELS, *hub] if "classification" in options.families else hub
-        drawn = f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else ""
-        if options.families != ("classification",):
-            drawn += f" --families {','.join(options.families)}"
+        drawn = " ".join(
+            part
+            for part in (
+                f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else "",
+                f"--families {','.join(options.families)}" if options.families != ("classification",) else "",
+            )
+            if part
+        )
     inputs = family_inputs(options.families)
     if options.input:  # each model's inputs, as many as it takes, all at that shape
         inputs = {spec: [options.input] * len(inputs.get(spec, [None])) for spec in chosen}

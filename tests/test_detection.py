@@ -76,6 +76,34 @@ def test_the_stand_in_nms_keeps_what_greedy_suppression_keeps(hub_packages):
     assert greedy_nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
 
 
+def test_the_stand_in_nms_is_greedy_suppression_by_torchvisions_iou(hub_packages):
+    """On 400 random boxes: a box is kept where no kept box of a higher score overlaps it by
+    more than the threshold, the IoUs from torchvision's own `box_iou`."""
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(400, 2, generator=generator) * 100
+    boxes = torch.cat([corners, corners + 5 + torch.rand(400, 2, generator=generator) * 30], dim=1)
+    scores = torch.rand(400, generator=generator)
+    overlaps = hub_packages[0].ops.box_iou(boxes, boxes) > 0.5
+    kept = []
+    for box in scores.sort(stable=True, descending=True).indices.tolist():
+        if not any(overlaps[box, earlier] for earlier in kept):
+            kept.append(box)
+    assert greedy_nms(boxes, scores, 0.5).tolist() == kept
+    assert 20 < len(kept) < 380  # suppression at work, and not of nearly all
+
+
+def test_the_stand_in_nms_holds_no_matrix_of_every_pair(hub_packages):
+    """Its most memory, read from the CPU allocator's events, grows with the boxes, as the
+    real kernel's does: 4,000 boxes' matrix of every pair alone would be 16 MB of floats."""
+    from archprof.measure.peak_memory import cpu_allocation_peaks
+
+    corners = torch.rand(4000, 2, generator=torch.Generator().manual_seed(1)) * 1000
+    boxes = torch.cat([corners, corners + 10], dim=1)
+    scores = torch.rand(4000, generator=torch.Generator().manual_seed(2))
+    most, _ = cpu_allocation_peaks(lambda: greedy_nms(boxes, scores, 0.5))
+    assert most < 4000 * 4 * 20  # a few vectors of one float a box
+
+
 def test_roi_align_costs_eight_per_sample_and_a_division_per_bin(hub_packages):
     report = archprof.analyze(RoIPooled(), inputs=[(4, 8, 8)])
     assert report.traced_on == "meta"  # its output size is static: the stand-in's meta kernel
