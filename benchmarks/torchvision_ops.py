@@ -10,7 +10,9 @@ model code is pure Python. Two stand-ins make it usable here:
   defined under torchvision's own schemas with CPU kernels in plain PyTorch (and a meta
   kernel for `roi_align`, whose output size is static), so that a detector's forward runs
   and a dispatch trace sees one `torchvision.nms` or `torchvision.roi_align` call, as on a
-  machine where the real operators load. There (users' machines, the GPU machine) nothing
+  machine where the real operators load. Each works through its boxes as the C++ kernel
+  does, holding little beyond its output, so that a detector's measured peak is the one the
+  real operators give. There (users' machines, the GPU machine) nothing
   is replaced.
 
 Tests only: archprof itself imports torchvision as it is.
@@ -18,6 +20,7 @@ Tests only: archprof itself imports torchvision as it is.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import types
@@ -65,7 +68,7 @@ def _stand_in_operators(torchvision: types.ModuleType) -> None:
     for schema in _SCHEMAS:
         library.define(schema)
     library.impl("nms", greedy_nms, "CPU")
-    library.impl("roi_align", roi_align_reference, "CPU")
+    library.impl("roi_align", functools.partial(roi_align_box_by_box, roi_align_reference), "CPU")
     library.impl("roi_align", _roi_align_shape, "Meta")
     _LIBRARIES.append(library)
     # torchvision asks `_has_ops` before calling its operators (roi_align imported the name itself).
@@ -99,6 +102,18 @@ def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
         intersection = width * height
         suppressed[later] |= intersection / (areas[i] + areas[later] - intersection) > iou_threshold
     return order[torch.tensor(kept, dtype=torch.long)]
+
+
+def roi_align_box_by_box(reference, input, rois, *options):
+    """torchvision's pure-PyTorch `roi_align` (`reference`), run one box at a time into the
+    output, as its C++ kernel fills it: the reference computes every sample of every box at
+    once (for a detector's 150 boxes of 256 channels, tensors of tens of MB each), which a
+    measured peak would hold and the real operator never makes. Each box's values are the
+    reference's: it computes them box by box too."""
+    output = _roi_align_shape(input, rois, *options)
+    for box in range(len(rois)):
+        output[box : box + 1] = reference(input, rois[box : box + 1], *options)
+    return output
 
 
 def _roi_align_shape(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):

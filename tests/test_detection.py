@@ -16,7 +16,7 @@ import archprof
 from archprof.errors import ArchprofWarning
 from archprof.random_state import REAL_TRACE_SEED
 from archprof.structure import tensors_in
-from benchmarks.torchvision_ops import greedy_nms
+from benchmarks.torchvision_ops import greedy_nms, roi_align_box_by_box
 
 
 def _roi_align_flops(x, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, out_shape):
@@ -102,6 +102,33 @@ def test_the_stand_in_nms_holds_no_matrix_of_every_pair(hub_packages):
     scores = torch.rand(4000, generator=torch.Generator().manual_seed(2))
     most, _ = cpu_allocation_peaks(lambda: greedy_nms(boxes, scores, 0.5))
     assert most < 4000 * 4 * 20  # a few vectors of one float a box
+
+
+def test_the_stand_in_roi_align_is_torchvisions_reference_box_by_box(hub_packages):
+    """The same values as torchvision's pure-PyTorch roi_align, to the bit, holding one box's
+    samples at a time: the reference's own peak, read from the CPU allocator's events, holds
+    every box's samples at once (several times its output), the stand-in's its output and a
+    few tensors of one box's samples."""
+    import sys
+
+    from archprof.measure.peak_memory import cpu_allocation_peaks
+
+    reference = sys.modules["torchvision.ops.roi_align"]._roi_align.__wrapped__
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand(2, 64, 40, 40, generator=generator)
+    corners = torch.rand(150, 2, generator=generator) * 300
+    sizes = 8 + torch.rand(150, 2, generator=generator) * 200
+    rois = torch.cat([torch.randint(0, 2, (150, 1), generator=generator).float(), corners, corners + sizes], dim=1)
+    options = (1 / 8, 7, 7, 2, False)  # a detector's: an 8-pixel stride, 7 x 7 bins, 2 x 2 samples a bin
+    expected = reference(features, rois, *options)
+    assert torch.equal(roi_align_box_by_box(reference, features, rois, *options), expected)
+    output_bytes = expected.numel() * expected.element_size()
+    samples_bytes = 4 * output_bytes  # 2 x 2 samples a bin, of every box
+    by_box, _ = cpu_allocation_peaks(lambda: roi_align_box_by_box(reference, features, rois, *options))
+    at_once, _ = cpu_allocation_peaks(lambda: reference(features, rois, *options))
+    # A tensor of one box's samples is samples_bytes / 150; the reference's of all boxes' samples.
+    assert output_bytes < by_box < output_bytes + 20 * samples_bytes / 150
+    assert at_once > output_bytes + 2 * samples_bytes
 
 
 def test_roi_align_costs_eight_per_sample_and_a_division_per_bin(hub_packages):
