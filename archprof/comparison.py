@@ -20,7 +20,13 @@ from archprof.errors import ArchprofError, check_flag, errors_named, shown, warn
 from archprof.lazy_modules import LazyModule
 from archprof.load import InputsLike
 from archprof.measure.clock import busy_machine_note, latency_ms, spread_note
-from archprof.measure.device import materialise, random_inputs, real_run_errors, refuse_a_run_that_cannot_fit
+from archprof.measure.device import (
+    drawn_as_traced,
+    materialise,
+    random_inputs,
+    real_run_errors,
+    refuse_a_run_that_cannot_fit,
+)
 from archprof.metrics import (
     METRICS,
     MetricUnavailable,
@@ -261,7 +267,7 @@ def measure_latency(analysed: Analysis, dtype: torch.dtype | None = None, runs: 
     runs = checked_runs(runs)
     cpu = torch.device("cpu")
     refuse_a_run_that_cannot_fit(analysed, cpu)
-    with random_state_kept(cpu):  # the caller's generator as it was
+    with random_state_kept(cpu, seed=drawn_as_traced(analysed)):  # the caller's generator as it was
         module = materialise(analysed.loaded, cpu, dtype)
         inputs = random_inputs(analysed, cpu)
         with real_run_errors(analysed.loaded.name, cpu, analysed.batch), torch.no_grad():

@@ -1,5 +1,6 @@
 """The caller's random number generators, as they were: a real run of a model (random
-weights, random inputs, dropout in a measured training step) draws from a fork of them."""
+weights, random inputs, dropout in a measured training step) draws from a fork of them;
+and how a real run draws its inputs (`real_input`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from archprof.errors import memory_for
+from archprof.units import tensor_text
 
 # What an analysis traced with a real forward draws its random weights and inputs from:
 # a model whose shapes depend on values (a detector's kept boxes) gets the same figures in
@@ -27,3 +31,13 @@ def random_state_kept(device: torch.device, seed: int | None = None) -> Iterator
             for gpu in gpus:
                 torch.cuda.default_generators[gpu].manual_seed(seed)
         yield
+
+
+def real_input(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An input of a real forward: normal floats; integers (token ids, masks) 0, always valid.
+    A real trace and every real run of its analysis (`archprof.measure`) draw their inputs so,
+    in the same order, so that a model whose shapes follow its values runs as it was traced."""
+    with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(shape, dtype=dtype, device=device)
+        return torch.zeros(shape, dtype=dtype, device=device)

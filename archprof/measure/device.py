@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from archprof.analysis import Analysis
-from archprof.errors import ArchprofError, first_line, memory_for, shown
+from archprof.errors import ArchprofError, first_line, shown
+from archprof.random_state import REAL_TRACE_SEED, real_input
 from archprof.report import Report
 from archprof.tracing.model_state import in_traced_mode
 from archprof.tracing.trace import forward_exits_as_errors
-from archprof.units import human_bytes, tensor_text
+from archprof.units import human_bytes
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -152,13 +153,6 @@ class ForwardInputs:
         return module(*self.args, **self.kwargs)
 
 
-def random_input(shape, dtype, device) -> torch.Tensor:
-    with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):
-        if dtype.is_floating_point or dtype.is_complex:
-            return torch.randn(shape, dtype=dtype, device=device)
-        return torch.randint(0, 2, shape, device=device).to(dtype)  # token ids, masks: small, valid
-
-
 def leaf_paths(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """Leaf modules by path, each under its first name (`Graph.calls_as_named` names its
     calls as the rows do); none for a TorchScript module, which runs no Python hooks."""
@@ -191,9 +185,17 @@ def timed_paths(module: torch.nn.Module, report: Report, aliases: dict[str, str]
 
 
 def random_inputs(analysed: Analysis, device: torch.device) -> ForwardInputs:
-    """Random inputs of the shapes, dtypes and keywords the analysis traced."""
-    pairs = list(zip(analysed.inputs, analysed.graph.inputs, strict=True))
-    return ForwardInputs(
-        tuple(random_input(meta.shape, meta.dtype, device) for traced, meta in pairs if not traced.name),
-        {traced.name: random_input(meta.shape, meta.dtype, device) for traced, meta in pairs if traced.name},
-    )
+    """Random inputs of the shapes, dtypes and keywords the analysis traced, drawn one by one
+    in the order it took them, as a real trace draws its own (`real_input`)."""
+    pairs = zip(analysed.inputs, analysed.graph.inputs, strict=True)
+    drawn = [(traced.name, real_input(meta.shape, meta.dtype, device)) for traced, meta in pairs]
+    return ForwardInputs(tuple(x for name, x in drawn if not name), {name: x for name, x in drawn if name})
+
+
+def drawn_as_traced(analysed: Analysis) -> int | None:
+    """The seed a real run of `analysed` draws its weights and inputs from (`random_state_kept`):
+    where the analysis traced a real forward, whose shapes may follow its values (a
+    detector's kept boxes), that trace's own (REAL_TRACE_SEED), so that on the device it ran
+    on, the run is the forward analysed; None (the caller's generators, forked) after a meta
+    trace, whose figures no value changes."""
+    return None if analysed.report.traced_on == "meta" else REAL_TRACE_SEED

@@ -32,7 +32,7 @@ import torch
 from archprof.analysis import Analysis, analysis
 from archprof.graph import Graph
 from archprof.load import InputsLike, LoadedModel
-from archprof.measure.device import ForwardInputs, device_name, random_inputs, real_run_errors
+from archprof.measure.device import ForwardInputs, device_name, drawn_as_traced, random_inputs, real_run_errors
 from archprof.meta import has_uninitialised, is_uninitialised
 from archprof.optimizers import optimizer_model
 from archprof.passes.liveness import held_from_before
@@ -120,7 +120,8 @@ def measure_memory(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     before = allocated_before_a_run(device, training)
-    with random_state_kept(device):  # random weights and inputs, dropout in the training step
+    # Random weights and inputs (drawn as the trace drew them where it ran the forward), dropout in the step.
+    with random_state_kept(device, seed=drawn_as_traced(analysed)):
         module = analysed.loaded.materialize(device, dtype, copy_module=True)
         inputs = random_inputs(analysed, device)
         arguments = (inputs.args, inputs.kwargs)

@@ -48,6 +48,7 @@ from archprof.measure.crosscheck import (
 )
 from archprof.measure.device import (
     device_name,
+    drawn_as_traced,
     leaf_paths,
     materialise,
     random_inputs,
@@ -204,8 +205,9 @@ def _profiled(
 
     ceilings = device_ceilings(target, report.dtype, given_flops, given_bandwidth, progress=progress)
     state_bytes = allocated_before_a_run(target)
-    module = materialise(loaded, target, dtype)
-    real_inputs = random_inputs(analysed, target)
+    with random_state_kept(target, seed=drawn_as_traced(analysed)):
+        module = materialise(loaded, target, dtype)
+        real_inputs = random_inputs(analysed, target)
     leaves = compared_modules(report, leaf_paths(module), module, graph.aliases)  # what the cross-check compares
     timed = timed_paths(module, report, graph.aliases)
     timed_layers = {*timed, *(alias for alias, first in graph.aliases.items() if first in timed)}  # under any name

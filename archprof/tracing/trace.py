@@ -23,7 +23,6 @@ from archprof.errors import (
     failure_reason,
     first_line,
     is_meta_limitation,
-    memory_for,
     short_reason,
     warn,
 )
@@ -31,6 +30,7 @@ from archprof.graph import EngineNotes, Graph, OpNode
 from archprof.kernels import DeviceKernels
 from archprof.load.inputs import check_fits
 from archprof.native_memory import MOST_FILE_MEMORY, native_memory_bounded
+from archprof.random_state import real_input
 from archprof.recursion import recursion_room
 from archprof.structure import tensors_in
 from archprof.torch_patches import PATCHING_TORCH
@@ -577,10 +577,7 @@ def _input(shape, dtype: torch.dtype, device: torch.device, real: bool) -> torch
     check_fits(shape, dtype, f"input {tensor_text(shape, dtype)}")
     if not real:
         return torch.empty(shape, dtype=dtype, device=device)
-    with memory_for(f"the input {tensor_text(shape, dtype)} on {device}"):
-        if dtype.is_floating_point or dtype.is_complex:
-            return torch.randn(shape, dtype=dtype, device=device)
-        return torch.zeros(shape, dtype=dtype, device=device)  # token ids, masks: 0 is always valid
+    return real_input(shape, dtype, device)
 
 
 def _script_copy(
