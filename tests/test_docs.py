@@ -320,6 +320,24 @@ QUOTED = [
     (README, r"passed on all\s+(\d+) models run", "profile_sweep.md", r"\| output shapes \| (\d+) \| 0 \| 0 \|"),
     (README, r"every check passes on all (\d+)", "profile_sweep.md", r"\| FLOPs \| (\d+) \| 0 \| 0 \|"),
     (README, r"passed on all\s+\d+ models run \((\d+) over", "profile_sweep.md", r"(\d+) over the limits"),
+    (
+        README,
+        r"--dtype bfloat16`, all\s+(\d+) that take",
+        "profile_sweep_bfloat16_3x97x83_batch3.md",
+        r"\| FLOPs \| (\d+) \| 0 \| 0 \|",
+    ),
+    (
+        README,
+        r"all (\d+) run, the\s+detectors'",
+        "profile_sweep_families.md",
+        r"\| output shapes \| (\d+) \| 0 \| 0 \|",
+    ),
+    (
+        README,
+        r"(\d+) equal to the byte and fasterrcnn",
+        "profile_sweep_families.md",
+        r"measured to the byte \| (\d+) of",
+    ),
 ]
 
 
