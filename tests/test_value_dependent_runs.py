@@ -11,6 +11,7 @@ from torch import nn
 
 import archprof
 from archprof.measure.peak_memory import measure_memory
+from archprof.measure.profile import traced_elsewhere_notes
 
 
 class KeepsPositives(nn.Module):
@@ -59,3 +60,12 @@ def test_memory_measure_runs_the_forward_the_analysis_traced(model, recwarn):
     for seed in CALLERS_SEEDS:
         torch.manual_seed(seed)
         assert measure_memory(analysed, training=False).inference.bytes == analysed.report.totals.peak_memory_bytes
+
+
+def test_a_run_on_another_device_than_the_real_trace_says_its_values_differ():
+    """The same seed gives other numbers on another device: said where it can matter, only there."""
+    (note,) = traced_elsewhere_notes("cpu", torch.device("cuda"))
+    assert "real forward on cpu, run on cuda" in note and "kept boxes" in note
+    assert traced_elsewhere_notes("meta", torch.device("cuda")) == ()
+    assert traced_elsewhere_notes("cpu", torch.device("cpu")) == ()
+    assert traced_elsewhere_notes("cuda:0", torch.device("cuda:0")) == ()

@@ -243,6 +243,7 @@ def _profiled(
     notes = remeasured + timing_notes(timing) + sum_note(figures) + ((busy,) if busy else ())
     if not leaves:
         notes += (f"no per-layer times: {type(module).__name__} runs no Python hooks (TorchScript)",)
+    notes += traced_elsewhere_notes(report.traced_on, target)
     notes += roofline_notes(columns, ceilings)  # last: `Measurement.for_rows` counts them again
     measurement = Measurement(
         device=str(target),
@@ -408,6 +409,19 @@ def roofline_notes(columns: dict[str, list], ceilings: Ceilings) -> tuple[str, .
             "(marked ▲): their data came from caches, faster than the device memory the bandwidth measures"
         )
     return tuple(notes)
+
+
+def traced_elsewhere_notes(traced_on: str, target: torch.device) -> tuple[str, ...]:
+    """Where the analysis traced a real forward on another device than the run's: the run
+    draws from the trace's seed (`drawn_as_traced`), but that device's generator gives other
+    numbers, so the values, and any shape that follows them, may differ from the analysed."""
+    if traced_on in ("meta", str(target)):
+        return ()
+    return (
+        f"analysed from a real forward on {traced_on}, run on {target}, whose random numbers differ from the same"
+        " seed: where the model's shapes follow its values (a detector's kept boxes), the cross-check sets"
+        " another forward's against the analysis's; profile on the device it was traced on to compare the same",
+    )
 
 
 def timing_notes(timing: Timing) -> tuple[str, ...]:
