@@ -33,13 +33,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from arguments import input_size
+from arguments import input_size, sample_options
 from hub_sweep import _hubs, hub_models
 from report_writing import ready_to_write, write_report
 from torch.overrides import TorchFunctionMode
 
 from archprof.errors import ArchprofError
-from archprof.units import shape_text
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "fast_paths_check.md"
@@ -168,7 +167,7 @@ def main() -> None:
         "# archprof's fast paths against the plain forward",
         "",
         f"- Command: `python benchmarks/fast_paths_check.py{f' --sample {options.sample}' if options.sample else ''}"
-        + (f" --input {shape_text(options.input)}" if options.input else "")
+        + sample_options(options.input)
         + f" --jobs {options.jobs}`; {len(models)} of {total} hub models; {wall:.0f} s",
         f"- torch {torch.__version__}",
         "",

@@ -70,7 +70,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from arguments import batch_size, input_size
+from arguments import batch_size, input_size, sample_options, sample_suffix
 from torchvision_ops import import_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,11 +111,16 @@ def hub_models(families: tuple[str, ...] = ("classification",)) -> list[str]:
     return names + ([f"timm:{name}" for name in timm.list_models()] if "classification" in families else [])
 
 
-def family_inputs(families: tuple[str, ...]) -> dict[str, list]:
-    """Spec -> the inputs to analyse it at, for the models of `families` with no default."""
-    return {
+def sweep_inputs(families: tuple[str, ...], specs: list[str], size: tuple[int, ...] | None) -> dict[str, list]:
+    """Spec -> the sample shapes of its inputs to analyse it at: for the models of `families`
+    with no default input, FAMILY_INPUTS'; with `size` (`--input`), every input of every one of
+    `specs` at that shape, as many as it takes."""
+    inputs = {
         spec: FAMILY_INPUTS[family] for family in families if family in FAMILY_INPUTS for spec in hub_models((family,))
     }
+    if size is None:
+        return inputs
+    return {spec: [size] * len(inputs.get(spec, [None])) for spec in specs}
 
 
 def _versions_text() -> str:
@@ -250,6 +255,38 @@ def failure_status(loaded, step: dict, why: str) -> dict:
     except _NoReference as refusal:
         return {"status": REFUSED, "why": f"{why}; {refusal}"}
     return {"status": "failed", "why": why + " (the reference ran)"}
+
+
+def analysed_or_refused(
+    row: dict, dtype: str | None, inputs: list | None, batch: int, training: bool, optimizer: str = "sgd"
+):
+    """(archprof's `Analysis` of `row`'s model at the sample shapes `inputs` (None: its default
+    input), the torch dtype), or (None, dtype) with the row's status and why filled in where
+    the analysis raises: refused by the model where the model's own forward raises at those
+    inputs too (`failure_status`), else failed."""
+    from archprof.analysis import analysis, checked_batch_and_dtype
+    from archprof.errors import first_line
+    from archprof.load import load_model
+
+    _, dtype = checked_batch_and_dtype(None, dtype)
+    loaded = load_model(row["model"])
+    try:
+        return analysis(loaded, None, batch, dtype, training=training, optimizer=optimizer, inputs=inputs), dtype
+    except Exception as exc:
+        step = {"training": training, "batch": batch, **({"inputs": inputs} if inputs else {})}
+        row.update(failure_status(loaded, step, first_line(exc)))
+        return None, dtype
+
+
+def failed_and_refused(rows: list[dict]) -> list[str]:
+    """A report's sections listing the rows that failed, then those refused by the model, each
+    with its why; none for a status no row has."""
+    lines = []
+    for status, title in (("failed", "Failed"), (REFUSED, "Refused by the model")):
+        listed = [row for row in rows if row["status"] == status]
+        if listed:
+            lines += ["", f"## {title}", "", *(f"- `{row['model']}`: {row['why']}" for row in listed)]
+    return lines
 
 
 def _reference(module, input_shapes, device: str, training: bool = False) -> dict:
@@ -413,8 +450,7 @@ def markdown(
         + (f" --sample {sample} --seed {seed}" if sample else "")
         + (" --train" if training else "")
         + ("" if classification else f" --families {','.join(families)}")
-        + (f" --input {shape_text(size)}" if size else "")
-        + (f" --batch {batch}" if batch else "")
+        + sample_options(size, batch)
         + f" --jobs {jobs}`, {wall_s:.0f} s wall"
         + (f" (resuming a stopped run: {resumed} models from its CSV)" if resumed else "")
         + f"; load average {load:.1f} on {os.cpu_count()} cores at the"
@@ -482,7 +518,6 @@ def markdown(
 
 def main() -> None:
     from archprof.parallel import default_jobs, ordered_map
-    from archprof.units import shape_text
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=None, help="analyse N models drawn at random")
@@ -501,10 +536,7 @@ def main() -> None:
     options = parser.parse_args()
     families = options.families
     stem = "hub_sweep" if families == ("classification",) else "hub_sweep_families"
-    if options.input:
-        stem += "_" + shape_text(options.input)
-    if options.batch:
-        stem += f"_batch{options.batch}"
+    stem += sample_suffix(options.input, options.batch)
     report = options.report or ROOT / "reports" / (stem + ("_training.md" if options.train else ".md"))
     models = hub_models(families)
     chosen = sorted(random.Random(options.seed).sample(models, options.sample)) if options.sample else models
@@ -531,9 +563,7 @@ def main() -> None:
         append_row(table, FIELDS, row)
         swept[row["model"]] = row
 
-    inputs = family_inputs(families)
-    if options.input:  # each model's inputs, as many as it takes, all at that shape
-        inputs = {spec: [options.input] * len(inputs.get(spec, [None])) for spec in models}
+    inputs = sweep_inputs(families, models, options.input)
     sweep = functools.partial(sweep_one, training=options.train, inputs=inputs, batch=options.batch)
     ordered_map(sweep, left, jobs=options.jobs, progress=progress, each=keep)
     wall_s = time.perf_counter() - start

@@ -42,8 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from arguments import batch_size, input_size
-from hub_sweep import REFUSED, _hubs, failure_status, hub_models, write_reports
+from arguments import batch_size, input_size, sample_options, sample_suffix
+from hub_sweep import REFUSED, _hubs, analysed_or_refused, failed_and_refused, hub_models, write_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("model", "status", "why", "params", "predicted", "last_reader", "measured", "measured_with_workspace")
@@ -126,27 +126,6 @@ def measure_step_one(
     except Exception as exc:  # a model that fails is a row, not the end of the sweep
         row.update(status="failed", why=" ".join(str(exc).split())[:200])
     return row
-
-
-def analysed_or_refused(
-    row: dict, dtype: str | None, inputs: list | None, batch: int, training: bool, optimizer: str = "sgd"
-):
-    """(archprof's `Analysis` of `row`'s model at the sample shapes `inputs` (None: its default
-    input), the torch dtype), or (None, dtype) with the row's status and why filled in where
-    the analysis raises: refused by the model where the model's own forward raises at those
-    inputs too (`hub_sweep.failure_status`), else failed."""
-    from archprof.analysis import analysis, checked_batch_and_dtype
-    from archprof.errors import first_line
-    from archprof.load import load_model
-
-    _, dtype = checked_batch_and_dtype(None, dtype)
-    loaded = load_model(row["model"])
-    try:
-        return analysis(loaded, None, batch, dtype, training=training, optimizer=optimizer, inputs=inputs), dtype
-    except Exception as exc:
-        step = {"training": training, "batch": batch, **({"inputs": inputs} if inputs else {})}
-        row.update(failure_status(loaded, step, first_line(exc)))
-        return None, dtype
 
 
 def _ratio(row: dict, column: str) -> float:
@@ -234,7 +213,7 @@ def training_markdown(
             f"| `{row['model']}` | {row['params']:,} | {row['predicted']:,} | {row['measured']:,} "
             f"| {_ratio(row, 'predicted'):.4f} |"
         )
-    lines += _failed(rows)
+    lines += failed_and_refused(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -262,15 +241,6 @@ def _measured_line(rows: list[dict], max_bytes: int) -> str:
     )
 
 
-def _failed(rows: list[dict]) -> list[str]:
-    lines = []
-    for status, title in (("failed", "Failed"), (REFUSED, "Refused by the model")):
-        listed = [row for row in rows if row["status"] == status]
-        if listed:
-            lines += ["", f"## {title}", "", *(f"- `{row['model']}`: {row['why']}" for row in listed)]
-    return lines
-
-
 def _furthest_and_failed(rows: list[dict]) -> list[str]:
     measured = [row for row in rows if row["status"] == "measured"]
     lines = ["", "## The models furthest from their measurement", ""]
@@ -285,7 +255,7 @@ def _furthest_and_failed(rows: list[dict]) -> list[str]:
             f"| {row['measured_with_workspace']:,} | {_ratio(row, 'predicted'):.4f} "
             f"| {_ratio(row, 'last_reader'):.4f} | {'yes' if _bracketed(row) else 'no'} |"
         )
-    return lines + _failed(rows)
+    return lines + failed_and_refused(rows)
 
 
 def main() -> None:
@@ -324,10 +294,7 @@ def main() -> None:
         name += f"_{options.optimizer}"
     if options.dtype is not None:
         name += f"_{options.dtype}"
-    if options.input:
-        name += "_" + shape_text(options.input)
-    if options.batch:
-        name += f"_batch{options.batch}"
+    name += sample_suffix(options.input, options.batch)
     report = options.report or ROOT / "reports" / f"{name}.md"
     chosen = options.models or [*MODELS, *sorted(random.Random(options.seed).sample(hub_models(), options.sample))]
     start = time.perf_counter()
@@ -366,10 +333,7 @@ def main() -> None:
     command += f" --max-bytes {options.max_bytes}"
     if options.dtype is not None:
         command += f" --dtype {options.dtype}"
-    if options.input:
-        command += f" --input {shape_text(options.input)}"
-    if options.batch:
-        command += f" --batch {options.batch}"
+    command += sample_options(options.input, options.batch)
     text = write(rows, command, options.jobs, time.perf_counter() - start, options.max_bytes)
     write_reports(report, text, fields, rows)
     print(text)

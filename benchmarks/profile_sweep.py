@@ -39,9 +39,17 @@ import sys
 import time
 from pathlib import Path
 
-from arguments import batch_size, input_size
-from hub_sweep import REFUSED, _families, _hubs, family_inputs, hub_models, write_reports
-from memory_sweep import analysed_or_refused
+from arguments import batch_size, input_size, sample_options, sample_suffix, whole_number
+from hub_sweep import (
+    REFUSED,
+    _families,
+    _hubs,
+    analysed_or_refused,
+    failed_and_refused,
+    hub_models,
+    sweep_inputs,
+    write_reports,
+)
 from report_writing import markdown_table, ready_to_write
 from worktree import machine_text
 
@@ -72,7 +80,7 @@ TIMES_NOTE = (
 )
 CHECKED = "checked"
 NOT_RUN = "not run"
-FAILED = "failed"
+FAILED = "failed"  # as `hub_sweep.failed_and_refused` lists them
 
 
 def profile_one(
@@ -165,11 +173,7 @@ def markdown(rows: list[dict], command: str, jobs: int, wall_s: float, device: s
     mismatched = [row for row in checked if row["mismatches"]]
     if mismatched:
         lines += ["", "## Mismatches", "", *(f"- `{row['model']}`: {row['mismatches']}" for row in mismatched)]
-    for status, title in ((FAILED, "Failed"), (REFUSED, "Refused by the model")):
-        listed = [row for row in rows if row["status"] == status]
-        if listed:
-            lines += ["", f"## {title}", "", *(f"- `{row['model']}`: {row['why']}" for row in listed)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + failed_and_refused(rows)) + "\n"
 
 
 def _figures(checked: list[dict]) -> list[str]:
@@ -205,7 +209,9 @@ def _spread(values: list[float], form: str) -> str:
 
 
 def main() -> None:
+    from archprof.errors import ArchprofError
     from archprof.load.common import DTYPES
+    from archprof.measure.device import resolve_device
     from archprof.parallel import ordered_map
     from archprof.units import shape_text
     from archprof.zoo import MODELS
@@ -225,8 +231,10 @@ def main() -> None:
     parser.add_argument("--batch", type=batch_size, default=None, help="default 1")
     parser.add_argument("--max-macs", type=int, default=10_000_000_000, help="do not run models predicted to need more")
     parser.add_argument("--max-bytes", type=int, default=2_000_000_000, help="do not run models predicted to need more")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed passes of each model first")
-    parser.add_argument("--repeat", type=int, default=1, help="timed passes of each model")
+    parser.add_argument(
+        "--warmup", type=whole_number(0, "pass count"), default=1, help="untimed passes of each model first"
+    )
+    parser.add_argument("--repeat", type=whole_number(1, "pass count"), default=1, help="timed passes of each model")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (each runs its forwards on one thread)")
     parser.add_argument(
         "--report",
@@ -235,36 +243,29 @@ def main() -> None:
         help="default: reports/profile_sweep[_families][_device][_dtype][_CxHxW][_batchN].md",
     )
     options = parser.parse_args()
-    name = "profile_sweep"
-    for part, given in (
-        ("families", options.families != ("classification",)),
-        (options.device, options.device != "cpu"),
-        (options.dtype, options.dtype is not None),
-        (options.input and shape_text(options.input), options.input),
-        (f"batch{options.batch}", options.batch),
-    ):
-        if given:
-            name += f"_{str(part).replace(':', '')}"
-    report = options.report or ROOT / "reports" / f"{name}.md"
-    ready_to_write(report)  # before a run of minutes finds out at its end
+    other_families = options.families != ("classification",)
+    name = "profile_sweep" + ("_families" if other_families else "")
+    if options.device != "cpu":
+        name += "_" + options.device.replace(":", "")
+    if options.dtype is not None:
+        name += f"_{options.dtype}"
+    report = options.report or ROOT / "reports" / f"{name}{sample_suffix(options.input, options.batch)}.md"
+    try:  # before a run of minutes finds out at its end: one line, exit 2
+        resolve_device(options.device)
+        ready_to_write(report)
+    except ArchprofError as exc:
+        parser.error(str(exc))
     if options.models:
         chosen, drawn = options.models, f"--models {' '.join(options.models)}"
     else:
         hub = hub_models(options.families)
         if options.sample is not None:
+            if not 0 <= options.sample <= len(hub):
+                parser.error(f"--sample {options.sample}: give 0 to {len(hub)}, the hub models there are")
             hub = sorted(random.Random(options.seed).sample(hub, options.sample))
         chosen = [*MODELS, *hub] if "classification" in options.families else hub
-        drawn = " ".join(
-            part
-            for part in (
-                f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else "",
-                f"--families {','.join(options.families)}" if options.families != ("classification",) else "",
-            )
-            if part
-        )
-    inputs = family_inputs(options.families)
-    if options.input:  # each model's inputs, as many as it takes, all at that shape
-        inputs = {spec: [options.input] * len(inputs.get(spec, [None])) for spec in chosen}
+        drawn = f"--sample {options.sample} --seed {options.seed}" if options.sample is not None else ""
+        drawn += f" --families {','.join(options.families)}" if other_families else ""
     start = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -279,7 +280,7 @@ def main() -> None:
             warmup=options.warmup,
             repeat=options.repeat,
             dtype=options.dtype,
-            inputs=inputs,
+            inputs=sweep_inputs(options.families, chosen, options.input),
             batch=options.batch,
         ),
         chosen,
@@ -288,19 +289,14 @@ def main() -> None:
     )
     print(file=sys.stderr)
     # What runs the same models as this run did (--jobs and --report aside).
-    command = " ".join(
-        part
-        for part in (
-            drawn,
-            f"--device {options.device}" if options.device != "cpu" else "",
-            f"--dtype {options.dtype}" if options.dtype else "",
-            f"--input {shape_text(options.input)}" if options.input else "",
-            f"--batch {options.batch}" if options.batch else "",
-            f"--max-macs {options.max_macs} --max-bytes {options.max_bytes}",
-            f"--warmup {options.warmup} --repeat {options.repeat}",
-        )
-        if part
-    )
+    command = (
+        drawn
+        + (f" --device {options.device}" if options.device != "cpu" else "")
+        + (f" --dtype {options.dtype}" if options.dtype else "")
+        + sample_options(options.input, options.batch)
+        + f" --max-macs {options.max_macs} --max-bytes {options.max_bytes}"
+        + f" --warmup {options.warmup} --repeat {options.repeat}"
+    ).strip()
     sample = f"input {shape_text(options.input)}" if options.input else "default input"
     dtype = options.dtype or "the model's own dtype"
     at = f"{sample}, batch {options.batch or 1}, {dtype}, {options.warmup} untimed and {options.repeat} timed pass(es)"

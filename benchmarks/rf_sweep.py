@@ -81,7 +81,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from arguments import input_size
+from arguments import input_size, sample_options
 from hub_sweep import REFUSED, _hubs, failure_status, hub_models, write_reports
 from torch.overrides import TorchFunctionMode
 
@@ -126,7 +126,7 @@ def sweep_one(spec: str, rows: int = 40, max_macs: int = 1_500_000_000, size: tu
         step = {"training": False, "batch": 1, "inputs": [size]}
         return {**line, **failure_status(exc.loaded, step, "archprof: " + exc.why)}
     size = report.input_shapes[0][1:]
-    line.update(input_size="x".join(map(str, size)), built_with=built_with)
+    line.update(input_size=shape_text(size), built_with=built_with)
     if report.totals.macs > max_macs:
         return {**line, "status": "not run", "why": f"{report.totals.macs:,} MACs, over {max_macs:,}"}
     try:
@@ -580,8 +580,7 @@ def main() -> None:
     command = f"--sample {options.sample} --seed {options.seed} --rows {options.rows} --max-macs {options.max_macs}"
     if options.models:
         command = f"--rows {options.rows} --max-macs {options.max_macs} --models {' '.join(options.models)}"
-    if options.input:
-        command += f" --input {shape_text(options.input)}"
+    command += sample_options(options.input)
     text = markdown(lines, command, options.jobs, time.perf_counter() - start)
     write_reports(options.report, text, FIELDS, [{k: line[k] for k in FIELDS} for line in lines])
     print(text)

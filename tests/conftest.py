@@ -1,5 +1,7 @@
+import importlib
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +64,14 @@ def hub_packages():
     import timm
 
     return torchvision, timm
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """A script of benchmarks/ imported by its name (`benchmark_script("memory_sweep")`), its
+    siblings importable as it imports them; torch's thread count, which a sweep's worker sets
+    to one, put back for the tests after it."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    threads = torch.get_num_threads()
+    yield importlib.import_module
+    torch.set_num_threads(threads)

@@ -2,15 +2,11 @@
 ones an analysis calls, each phase holds what it says, and the script puts them back."""
 
 import gc
-import importlib
-from pathlib import Path
 
 import pytest
 
 import archprof.analysis
 import archprof.tracing.trace
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 # A forward that sleeps: its time is known, and must land in the forward's phase alone.
 SLEEPING_MODEL = """
@@ -32,9 +28,8 @@ def sleeping():
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings
-    return importlib.import_module("bench_phases")
+def bench(benchmark_script):
+    return benchmark_script("bench_phases")
 
 
 def test_a_forwards_own_time_is_the_forwards_phase(bench, tmp_path, monkeypatch):

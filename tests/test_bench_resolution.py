@@ -2,18 +2,12 @@
 side a model's forward takes, leaves out the ones it refuses, and judges flatness from the
 times it measured."""
 
-import importlib
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings
-    return importlib.import_module("bench_resolution")
+def bench(benchmark_script):
+    return benchmark_script("bench_resolution")
 
 
 def test_each_side_the_forward_takes_is_timed_and_reported(bench):

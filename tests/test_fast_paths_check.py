@@ -4,18 +4,12 @@ under it made every model of a run fail. Each model below takes a different fast
 torch ResNet's shortcuts, timm's BatchNormAct2d (a functional batch norm handed straight to the
 recorder), a vision transformer's copied encoder blocks."""
 
-import importlib
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture
-def check(monkeypatch, hub_packages):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings
-    return importlib.import_module("fast_paths_check")
+def check(benchmark_script, hub_packages):
+    return benchmark_script("fast_paths_check")
 
 
 @pytest.mark.parametrize(

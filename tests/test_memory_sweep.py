@@ -3,21 +3,12 @@ archprof's measurement (a signature changed under it once, and every model of a 
 The oracle is the sweep's own: the CPU allocator's events under torch.profiler, set beside
 archprof's predicted peak."""
 
-import importlib
-from pathlib import Path
-
 import pytest
-import torch
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture
-def sweep(monkeypatch, hub_packages):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings
-    threads = torch.get_num_threads()
-    yield importlib.import_module("memory_sweep")
-    torch.set_num_threads(threads)  # a sweep's worker takes one thread
+def sweep(benchmark_script, hub_packages):
+    return benchmark_script("memory_sweep")
 
 
 def test_an_inference_peak_is_measured_and_equal_to_the_prediction(sweep):

@@ -4,24 +4,17 @@ are the run's own: the CPU allocator's events for the peak, FlopCounterMode on t
 forward for the FLOPs, the real outputs for the shapes."""
 
 import csv
-import importlib
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 LIMITS = {"device": "cpu", "max_macs": 10**12, "max_bytes": 2**31, "warmup": 0, "repeat": 1}
 
 
 @pytest.fixture
-def sweep(monkeypatch, hub_packages):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its siblings
-    threads = torch.get_num_threads()
-    yield importlib.import_module("profile_sweep")
-    torch.set_num_threads(threads)  # a sweep's worker takes one thread
+def sweep(benchmark_script, hub_packages):
+    return benchmark_script("profile_sweep")
 
 
 def test_a_model_is_run_and_every_check_passes(sweep):
@@ -117,3 +110,30 @@ def test_the_command_writes_its_report_and_rows(sweep, monkeypatch, tmp_path):
     with report.with_suffix(".csv").open() as file:
         (row,) = csv.DictReader(file)
     assert (row["model"], row["status"], row["flops"]) == ("lenet5", "checked", "ok")
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--device", "tpu"], "tpu"),
+        (["--repeat", "0"], "'0' is no pass count"),
+        (["--warmup", "-1"], "'-1' is no pass count"),
+        (["--sample", "100000"], "--sample 100000: give 0 to"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2_before_any_model_runs(sweep, monkeypatch, capsys, tmp_path, options, said):
+    report = tmp_path / "sweep.md"
+    monkeypatch.setattr(sys, "argv", ["profile_sweep.py", *options, "--report", str(report)])
+    with pytest.raises(SystemExit) as exited:
+        sweep.main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("profile_sweep.py: error:") and said in error
+    assert not report.exists()
+
+
+def test_a_report_it_cannot_write_is_refused_before_any_model_runs(sweep, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["profile_sweep.py", "--models", "lenet5", "--report", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        sweep.main()
+    assert exited.value.code == 2 and "Traceback" not in capsys.readouterr().err

@@ -1,23 +1,16 @@
 """benchmarks/rf_sweep.py, on a few small models, so that it cannot rot: every row it checks
 agrees with the gradient oracle, and its oracle keeps archprof's max-pooling convention."""
 
-import importlib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture
-def rf_sweep(monkeypatch, hub_packages):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling hub_sweep
-    threads = torch.get_num_threads()
-    yield importlib.import_module("rf_sweep")
-    torch.set_num_threads(threads)  # a sweep's worker takes one thread; the tests after it keep theirs
+def rf_sweep(benchmark_script, hub_packages):
+    return benchmark_script("rf_sweep")
 
 
 # A ResNet stem's max pooling and residual blocks; an EfficientNet's squeeze-excitation
